@@ -1,0 +1,217 @@
+//! The typed runtime configuration: what the rest of rpcgate reads.
+//!
+//! Every value here has been validated: addresses parse, names are unique, each route's
+//! cluster exists (routes refer to clusters by index), durations are positive where they
+//! must be. Defaults are applied here, each with its reason next to it, so nothing
+//! downstream has to know what the file left out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated configuration of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for reloads and messages); `None` when parsed from text.
+    pub source: Option<PathBuf>,
+    /// Process-wide settings (`[server]`).
+    pub server: Server,
+    /// The admin endpoint (`[admin]`), when configured.
+    pub admin: Option<Admin>,
+    /// Logging and the access log (`[log]`).
+    pub log: Log,
+    /// Listeners in file order (`[[listeners]]`).
+    pub listeners: Vec<Listener>,
+    /// Clusters in file order (`[[clusters]]`); routes refer to them by index.
+    pub clusters: Vec<Cluster>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Worker threads, each with its own event loop; already resolved: `0` in the file
+    /// becomes the number of CPUs, so this is at least 1.
+    pub workers: usize,
+    /// How long in-flight calls may finish after SIGTERM. Default 30 s, as Envoy's drain.
+    pub drain_timeout: Duration,
+}
+
+/// `[admin]`: where the admin API listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// The address of the admin HTTP server.
+    pub address: SocketAddr,
+}
+
+/// `[log]`: verbosity and the access log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// `tracing` level filter: `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    pub level: String,
+    /// Where access-log lines go. Default stdout, as NGINX's `access_log` in containers.
+    pub access_log: AccessLogTarget,
+    /// Line format of the access log. Default JSON, since it is read by machines first.
+    pub format: LogFormat,
+}
+
+/// Where the access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// No access log.
+    Off,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// Access-log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Space-separated fields, NGINX-like.
+    Text,
+}
+
+/// `[[listeners]]`: one port clients connect to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Connections held at once; more wait in the accept queue. Default 10 000.
+    pub max_connections: usize,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. Default 256.
+    pub max_concurrent_streams: u32,
+    /// Largest request header list accepted (HTTP/2 decoded size and HTTP/1.1 head).
+    /// Default 16 KiB, NGINX's `large_client_header_buffers` order of size.
+    pub max_header_bytes: u32,
+    /// A connection with no open call for this long is closed. Default 5 min.
+    pub idle_timeout: Duration,
+    /// Routes in file order; the first that matches wins.
+    pub routes: Vec<Route>,
+}
+
+/// `[[listeners.routes]]`: which calls go to which cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// A name for logs and metrics: the file's `name` key if given, else `"<listener>/<index>"`.
+    pub name: String,
+    /// What a request must look like to take this route (all conditions must hold).
+    pub matcher: RouteMatch,
+    /// Index into [`Config::clusters`].
+    pub cluster: usize,
+    /// Upper bound on the call; the client's `grpc-timeout` also applies (smaller wins).
+    pub timeout: Option<Duration>,
+    /// Headers set on the request towards the backend (replacing any of the same name).
+    pub request_headers: Vec<(String, String)>,
+    /// Headers set on the response towards the client (replacing any of the same name).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// The `match` table of a route. Empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteMatch {
+    /// `match.service`: the path is `/<service>/<anything>`.
+    pub service: Option<String>,
+    /// `match.method`: the path is exactly `/<method>` (`pkg.Service/Method`).
+    pub method: Option<String>,
+    /// `match.path`: the path is exactly this.
+    pub path: Option<String>,
+    /// `match.path_prefix`: the path starts with this.
+    pub path_prefix: Option<String>,
+    /// `match.authority`: `:authority` (or `Host`) equals this, ASCII case-insensitively.
+    pub authority: Option<String>,
+    /// `match.headers`: each named header (lower-case name) has exactly this value.
+    pub headers: Vec<(String, String)>,
+    /// `match.grpc`: `true` only gRPC requests (`content-type: application/grpc*`),
+    /// `false` only other requests.
+    pub grpc: Option<bool>,
+}
+
+/// `[[clusters]]`: a set of identical backends and how calls are spread over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Unique name.
+    pub name: String,
+    /// Static endpoints in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// The balancing policy.
+    pub lb: LbPolicy,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// `:authority` sent to the backends instead of the client's, when set.
+    pub authority: Option<String>,
+    /// How long a TCP connect to a backend may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Passive health (NGINX `max_fails`/`fail_timeout`). Default 1 failure / 10 s.
+    pub passive_health: PassiveHealth,
+}
+
+/// One backend address with its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` as written; resolved when connecting.
+    pub address: String,
+    /// Relative share of calls, at least 1. Default 1.
+    pub weight: u32,
+}
+
+/// How a cluster picks an endpoint for each call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Smooth weighted round robin (NGINX's).
+    RoundRobin,
+    /// Fewest in-flight calls (power of two choices, weighted).
+    LeastRequest,
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1), as Linkerd and Finagle.
+    P2cEwma,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing on a key taken from each call.
+    RingHash(HashKey),
+}
+
+/// Where `ring_hash` takes its key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The value of this request header (lower-case name); calls without it are spread at random.
+    Header(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// The protocol spoken to a cluster's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/2 over plaintext TCP, prior knowledge (NGINX `grpc://`).
+    H2c,
+    /// HTTP/2 over TLS (NGINX `grpcs://`).
+    H2,
+    /// HTTP/1.1, for non-gRPC upstreams (NGINX `proxy_pass`).
+    Http1,
+}
+
+/// NGINX-style passive health: after `max_fails` failures within `fail_timeout`, the
+/// endpoint gets no calls for `fail_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failures that eject an endpoint; 0 turns passive health off.
+    pub max_fails: u32,
+    /// The window for counting failures and the length of an ejection.
+    pub fail_timeout: Duration,
+}
+
+impl Default for PassiveHealth {
+    /// NGINX's defaults: `max_fails=1 fail_timeout=10s`.
+    fn default() -> Self {
+        Self {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! rpcgate's request path (in progress).

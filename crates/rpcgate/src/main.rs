@@ -1,0 +1,2 @@
+//! The `rpcgate` binary (in progress).
+fn main() {}
