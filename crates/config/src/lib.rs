@@ -1,14 +1,90 @@
-//! rpcgate's configuration, in two steps (see `docs/` and SPEC §2).
+//! rpcgate's configuration: `rpcgate.toml` in, a validated [`Config`] or every error out.
 //!
-//! 1. [`file`]: the serde model of `rpcgate.toml`, `deny_unknown_fields` everywhere, with
-//!    spans so that every error can name `file:line:col` and the key.
-//! 2. [`validate`]: checks across the file (a route's cluster exists, names are unique,
-//!    addresses parse, keys that a later release builds are refused) and produces the typed
-//!    runtime [`Config`] in [`runtime`] that the rest of rpcgate uses.
+//! Loading happens in two steps (SPEC §2 lists the keys):
+//!
+//! 1. [`file`]: the serde model of the file. Every struct is `deny_unknown_fields`, and
+//!    values carry spans, so every error can name `file:line:col` and the key.
+//!    Syntax and type errors stop here, but all of them are reported: each section and
+//!    each `[[listeners]]`/`[[clusters]]` element is checked on its own.
+//! 2. [`validate`]: checks across the file (names unique, addresses parse, a route's
+//!    cluster exists, `ring_hash` has a `hash_key`, …), applies the defaults and produces
+//!    the typed runtime [`Config`] of [`runtime`], which is all the rest of rpcgate reads.
+//!    Keys that a later release builds parse but are refused with `<key> is not
+//!    implemented yet` ([`validate::NOT_IMPLEMENTED`]).
+//!
+//! ```
+//! let config = rpcgate_config::parse(rpcgate_config::DEFAULT_CONFIG, "default.toml").unwrap();
+//! assert_eq!(config.listeners[0].name, "edge");
+//!
+//! let errors = rpcgate_config::parse("[[listeners]]\nname = \"a\"\naddress = \"nope\"\n", "x.toml")
+//!     .unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "x.toml:3:11: listeners[0].address: invalid address \"nope\": expected IP:PORT, \
+//!      e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+//! );
+//! ```
+//!
+//! ## Adding a key
+//!
+//! 1. Add the field, with a doc comment, to its struct in [`file`] (an `Option` unless the
+//!    key is required; wrap it in [`file::Spanned`] if validation may point at it).
+//! 2. Check it and map it in [`validate`]; put its default and the reason for it where the
+//!    value lands in [`runtime`].
+//! 3. To build a key that is listed in [`validate::NOT_IMPLEMENTED`], delete its line
+//!    there and map it into [`runtime`].
+//! 4. Add it to SPEC §2 and a test to `tests/`.
 //!
 //! No other crate reads configuration files: the proxy and the binary call [`load`] or
 //! [`parse`].
 
-pub mod runtime;
+use std::path::Path;
 
+pub mod duration;
+mod error;
+pub mod file;
+mod locate;
+pub mod runtime;
+pub mod validate;
+
+pub use duration::parse_duration;
+pub use error::{ConfigError, ConfigErrors};
 pub use runtime::*;
+
+/// The embedded default configuration (`crates/config/default.toml`): one listener `edge`
+/// on 127.0.0.1:8080 routing the pcbook Auth and Laptop services and, for everything else,
+/// the Greeter, to backends on 127.0.0.1:50051..50053. `rpcgate demo` and the docs start
+/// from it, so a test keeps it valid.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// Parses and validates a configuration held in memory; `file_name` is only used in
+/// error messages. [`Config::source`] is `None`.
+///
+/// # Errors
+/// Every problem found, each with `file_name:line:col` and the key.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    validate::parse_text(text, file_name, None)
+}
+
+/// Reads, parses and validates the file at `path`; [`Config::source`] is `Some(path)`,
+/// for reloads.
+///
+/// # Errors
+/// Every problem found; a file that cannot be read (or is not UTF-8) gives one error
+/// naming the path, without line and column.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigErrors::new(vec![ConfigError::whole_file(
+            &name,
+            format!("cannot read the configuration: {e}"),
+        )])
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigErrors::new(vec![ConfigError::whole_file(
+            &name,
+            format!("the configuration is not UTF-8: {e}"),
+        )])
+    })?;
+    validate::parse_text(&text, &name, Some(path.to_path_buf()))
+}

@@ -1,0 +1,260 @@
+//! The SPEC §2 reference listing: every key in it parses, and validation refuses exactly
+//! the keys that a later release builds, at their lines.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use rpcgate_config::file::{EndpointFile, FileConfig};
+use rpcgate_config::validate::NOT_IMPLEMENTED;
+
+const SPEC: &str = include_str!("fixtures/spec.toml");
+
+#[test]
+fn every_key_of_the_listing_is_in_the_file_model() {
+    let file: FileConfig = toml::from_str(SPEC).expect("the SPEC listing parses");
+    let l = file.listeners[0].get_ref();
+    assert_eq!(l.name.get_ref(), "edge");
+    assert_eq!(l.routes.len(), 3);
+    assert!(l.tls.is_some() && l.rate_limit.is_some() && l.allow.is_some());
+    let r = l.routes[1].get_ref();
+    let retry = r.retry.as_ref().unwrap().get_ref();
+    assert_eq!(*retry.max_attempts.as_ref().unwrap().get_ref(), 3);
+    assert_eq!(retry.on.as_ref().unwrap().get_ref().len(), 2);
+    let m = l.routes[0].get_ref().matcher.as_ref().unwrap().get_ref();
+    assert_eq!(
+        m.service.as_ref().unwrap().get_ref(),
+        "techschool_pcbook.AuthService"
+    );
+    let c = file.clusters[0].get_ref();
+    let eps = c.endpoints.as_ref().unwrap().get_ref();
+    assert!(matches!(eps[0].get_ref(), EndpointFile::Address(a) if a == "127.0.0.1:50051"));
+    assert!(
+        matches!(eps[1].get_ref(), EndpointFile::Table(t) if *t.weight.as_ref().unwrap().get_ref() == 2)
+    );
+    assert!(c.circuit_breaker.is_some() && c.active_health.is_some() && c.tls.is_some());
+    assert_eq!(
+        c.discovery
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .dns
+            .as_ref()
+            .unwrap()
+            .get_ref(),
+        "backend.internal:50051"
+    );
+}
+
+#[test]
+fn the_commented_discovery_forms_parse_too() {
+    for d in [
+        r#"discovery = { etcd = ["127.0.0.1:2379"], prefix = "/rpcgate/services/laptop/" }"#,
+        r#"discovery = { file = "endpoints.json" }"#,
+    ] {
+        let text = SPEC.replace(
+            r#"discovery = { dns = "backend.internal:50051", refresh = "5s" }"#,
+            d,
+        );
+        let _: FileConfig = toml::from_str(&text).expect(d);
+    }
+}
+
+/// The listing is a reference of keys, not a consistent file: besides the keys of a
+/// later release, it routes to clusters it does not define (`auth`, `rest`), gives
+/// `hash_key` with `round_robin`, and `[clusters.tls]` with `protocol = "h2c"`.
+#[test]
+fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
+    let got: Vec<String> = common::lines(SPEC);
+    let want = [
+        "t.toml:5:1: admin is not implemented yet",
+        "t.toml:25:1: listeners.allow is not implemented yet",
+        "t.toml:26:1: listeners.deny is not implemented yet",
+        "t.toml:27:1: listeners.rate_limit is not implemented yet",
+        "t.toml:29:1: listeners.tls is not implemented yet",
+        "t.toml:37:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
+        "t.toml:43:1: routes.retry is not implemented yet",
+        "t.toml:44:1: routes.rate_limit is not implemented yet",
+        "t.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
+        "t.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
+        "t.toml:63:1: clusters.active_health is not implemented yet",
+        "t.toml:64:1: clusters.circuit_breaker is not implemented yet",
+        "t.toml:65:1: clusters.discovery is not implemented yet",
+        "t.toml:69:1: clusters.tls is not implemented yet",
+        "t.toml:69:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
+    ];
+    assert_eq!(got, want);
+}
+
+/// The listing made consistent (the clusters it routes to exist, `ring_hash` for its
+/// `hash_key`, `h2` for its `[clusters.tls]`): only the keys of a later release are refused.
+#[test]
+fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
+    let text = SPEC
+        .replace(r#"lb = "round_robin" "#, r#"lb = "ring_hash"   "#)
+        .replace(r#"protocol = "h2c" "#, r#"protocol = "h2"  "#)
+        + "\n[[clusters]]\nname = \"auth\"\nendpoints = [\"127.0.0.1:1\"]\n\
+           \n[[clusters]]\nname = \"rest\"\nendpoints = [\"127.0.0.1:2\"]\n";
+    let errors = common::err(&text);
+    let got: Vec<(usize, usize, &str, &str)> = errors
+        .errors()
+        .iter()
+        .map(|e| (e.line(), e.col(), e.key(), e.message()))
+        .collect();
+    let want = [
+        (5, 1, "admin", "admin is not implemented yet"),
+        (
+            25,
+            1,
+            "listeners[0].allow",
+            "listeners.allow is not implemented yet",
+        ),
+        (
+            26,
+            1,
+            "listeners[0].deny",
+            "listeners.deny is not implemented yet",
+        ),
+        (
+            27,
+            1,
+            "listeners[0].rate_limit",
+            "listeners.rate_limit is not implemented yet",
+        ),
+        (
+            29,
+            1,
+            "listeners[0].tls",
+            "listeners.tls is not implemented yet",
+        ),
+        (
+            43,
+            1,
+            "listeners[0].routes[1].retry",
+            "routes.retry is not implemented yet",
+        ),
+        (
+            44,
+            1,
+            "listeners[0].routes[1].rate_limit",
+            "routes.rate_limit is not implemented yet",
+        ),
+        (
+            57,
+            1,
+            "clusters[0].protocol",
+            "clusters.protocol = \"h2\" is not implemented yet",
+        ),
+        (
+            63,
+            1,
+            "clusters[0].active_health",
+            "clusters.active_health is not implemented yet",
+        ),
+        (
+            64,
+            1,
+            "clusters[0].circuit_breaker",
+            "clusters.circuit_breaker is not implemented yet",
+        ),
+        (
+            65,
+            1,
+            "clusters[0].discovery",
+            "clusters.discovery is not implemented yet",
+        ),
+        (
+            69,
+            1,
+            "clusters[0].tls",
+            "clusters.tls is not implemented yet",
+        ),
+    ];
+    assert_eq!(got, want);
+    // The line form drops the key path, since the message names the key.
+    assert_eq!(
+        errors.errors()[4].to_string(),
+        "t.toml:29:1: listeners.tls is not implemented yet"
+    );
+}
+
+/// Keys with an "off" value are accepted (the listing's `"0s"`, `false`, `[]`, `0`);
+/// any other value is refused at the key.
+#[test]
+fn keys_with_an_off_value_are_refused_only_when_turned_on() {
+    let off = common::minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "max_connection_age = \"0s\"\ngrpc_web = false\ncors_allowed_origins = []\ncompression = false",
+    );
+    let off = off.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "endpoints = [\"127.0.0.1:50051\"]\nslow_start = \"0s\"\nmax_requests = 0",
+    );
+    common::ok(&off);
+
+    let on = off
+        .replace("\"0s\"", "\"10m\"")
+        .replace("false", "true")
+        .replace("[]", "[\"https://example.com\"]")
+        .replace("max_requests = 0", "max_requests = 100");
+    let got = common::lines(&on);
+    assert_eq!(
+        got,
+        [
+            "t.toml:5:1: listeners.max_connection_age is not implemented yet",
+            "t.toml:6:1: listeners.grpc_web is not implemented yet",
+            "t.toml:7:1: listeners.cors_allowed_origins is not implemented yet",
+            "t.toml:8:1: listeners.compression is not implemented yet",
+            "t.toml:16:1: clusters.slow_start is not implemented yet",
+            "t.toml:17:1: clusters.max_requests is not implemented yet",
+        ]
+    );
+}
+
+/// Every entry of the one list is exercised by the tests above, so deleting a line there
+/// is noticed by a test that then has to change.
+#[test]
+fn the_not_implemented_list_is_what_the_tests_cover() {
+    let covered = [
+        "admin",
+        "listeners.tls",
+        "listeners.max_connection_age",
+        "listeners.grpc_web",
+        "listeners.cors_allowed_origins",
+        "listeners.compression",
+        "listeners.allow",
+        "listeners.deny",
+        "listeners.rate_limit",
+        "routes.retry",
+        "routes.rate_limit",
+        "clusters.slow_start",
+        "clusters.max_requests",
+        "clusters.active_health",
+        "clusters.circuit_breaker",
+        "clusters.discovery",
+        "clusters.tls",
+        r#"clusters.protocol = "h2""#,
+    ];
+    assert_eq!(NOT_IMPLEMENTED, covered);
+}
+
+#[test]
+fn sub_keys_of_later_keys_are_still_strict() {
+    let text = common::minimal_with(
+        "cluster = \"backends\"",
+        "retry = { max_attempts = 3, tries = 2 }",
+    );
+    let e = common::err(&text);
+    assert_eq!(e.len(), 1);
+    let e = &e.errors()[0];
+    assert_eq!((e.line(), e.col()), (8, 29));
+    assert_eq!(e.key(), "listeners[0].routes[0].retry.tries");
+    assert!(e.message().starts_with("unknown field `tries`"), "{e}");
+
+    let text = common::minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "[listeners.tls]\ncert = \"c\"\nkey = \"k\"\nclient_cert = \"x\"",
+    );
+    let e = common::err(&text);
+    assert_eq!(e.errors()[0].key(), "listeners[0].tls.client_cert");
+    assert_eq!(e.errors()[0].line(), 8);
+}
