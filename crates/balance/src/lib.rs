@@ -1,143 +1,95 @@
-//! Per-call load balancing with no I/O (API skeleton; implementation in progress).
+//! Per-call load balancing with no I/O: endpoint sets, pickers and passive health.
+//!
+//! This crate is shared by the rpcgate proxy and by `rpcgate-client`, so it depends on
+//! nothing but `arc-swap`, `fastrand` and tokio's clock (`tokio::time::Instant`, so tests
+//! can drive time with tokio's paused clock). It does no I/O and spawns nothing.
+//!
+//! # Use
+//!
+//! ```
+//! use std::time::Duration;
+//! use rpcgate_balance::{Balancer, EndpointSpec, Outcome, PassiveHealthPolicy, PickContext, Policy};
+//!
+//! let lb = Balancer::new(
+//!     Policy::RoundRobin,
+//!     PassiveHealthPolicy { max_fails: 1, fail_timeout: Duration::from_secs(10) },
+//!     vec![EndpointSpec::new("10.0.0.1:50051"), EndpointSpec::new("10.0.0.2:50051").with_weight(2)],
+//! );
+//! let mut tried = Vec::new();
+//! let pick = lb.pick(&PickContext { hash: None, avoid: &tried }).expect("endpoints configured");
+//! if pick.panic { /* log: every endpoint is unhealthy */ }
+//! let call = pick.endpoint.start_call();      // in_flight += 1
+//! // ... run the call, then:
+//! tried.push(call.endpoint().id());            // for a retry's `avoid`
+//! call.finish(Outcome::Success);               // latency → EWMA; Failure → passive health
+//! ```
+//!
+//! A failure before a call exists (a connect error) can be reported with
+//! [`Endpoint::mark_failure`]; otherwise start the call and `finish(Outcome::Failure)`.
+//! Dropping a [`CallGuard`] without finishing it (a cancelled call) only releases
+//! `in_flight`.
+//!
+//! # Design
+//!
+//! **Lock-free pick.** `pick` runs on every call, from every worker thread. The balancer
+//! keeps an immutable *snapshot* (the endpoints plus everything precomputed for picking
+//! from them) in an [`arc_swap::ArcSwap`]: a pick is one `ArcSwap::load` (no lock, no
+//! reference-count contention), a few atomic loads and at most one clock read, and it
+//! allocates nothing except the returned `Arc` clone. Per-endpoint state (in-flight,
+//! counters, EWMA, ejection deadline) lives in atomics on the shared [`Endpoint`], so a
+//! call's start and successful end take no lock either; only a *failure* takes a tiny
+//! per-endpoint mutex to update NGINX's failure window.
+//!
+//! **Schedules rebuilt on change.** Whatever can be computed from the endpoint set alone
+//! is computed when the set changes ([`Balancer::set_endpoints`]), not per pick: the
+//! smooth-weighted-round-robin cycle (walked with one `fetch_add`), the weighted-random
+//! prefix sums, the hash ring. Endpoints that keep their address keep their `Arc` and
+//! counters across a change; the picker state is simply rebuilt and swapped in. Health
+//! is *not* part of the snapshot (it changes by the second and per call); pickers skip
+//! unhealthy or avoided endpoints as they meet them. Each pick first tries, with bounded
+//! effort, to find a healthy non-avoided endpoint; only when that fails does it scan the
+//! set once to find the best non-empty tier (healthy and not avoided → healthy → panic
+//! mode: anything, non-avoided first) and pick exactly within it.
+//!
+//! **Why peak EWMA.** `p2c_ewma` weighs in-flight calls by each endpoint's latency, so a
+//! backend that slows down sheds load before it fails. A plain average reacts slowly to a
+//! backend that *just* became slow; peak EWMA (Finagle, Linkerd) takes any observation
+//! above the estimate at once and forgets it over τ = 10 s. Estimates decay toward zero
+//! while an endpoint gets no traffic, so a once-slow endpoint is eventually re-probed
+//! rather than starved. An endpoint with no observation yet borrows its rival's latency
+//! in the comparison, so new endpoints get traffic without being flooded.
+//!
+//! **Passive health** follows NGINX's `max_fails`/`fail_timeout` (see [`PassiveHealthPolicy`]);
+//! an active health checker can also mark an endpoint down with
+//! [`Endpoint::set_active_healthy`].
 
-use std::sync::Arc;
-use std::time::Duration;
+mod balancer;
+mod clock;
+mod endpoint;
+mod ewma;
+mod hash;
+mod passive;
+mod pickers;
 
-/// An endpoint as configured or discovered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointSpec {
-    /// `host:port`.
-    pub address: String,
-    /// Relative share, at least 1.
-    pub weight: u32,
-}
+pub use balancer::{Balancer, Pick, PickContext, Policy};
+pub use endpoint::{CallGuard, Endpoint, EndpointSpec, Outcome};
+pub use hash::hash_key;
+pub use passive::PassiveHealthPolicy;
 
-/// Balancing policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Smooth weighted round robin.
-    RoundRobin,
-    /// Power of two choices on in-flight calls.
-    LeastRequest,
-    /// Power of two choices on peak EWMA latency × (in-flight + 1).
-    P2cEwma,
-    /// Weighted random.
-    Random,
-    /// Consistent hashing.
-    RingHash,
-}
+/// The peak-EWMA decay time constant τ used by `p2c_ewma` (Linkerd's default, 10 s).
+pub const EWMA_DECAY: std::time::Duration = ewma::TAU;
 
-/// NGINX-style passive health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassiveHealthPolicy {
-    /// Failures within `fail_timeout` that eject; 0 = off.
-    pub max_fails: u32,
-    /// Window and ejection length.
-    pub fail_timeout: Duration,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One endpoint with its live counters.
-#[derive(Debug)]
-pub struct Endpoint {
-    spec: EndpointSpec,
-    id: u64,
-}
+    fn assert_send_sync<T: Send + Sync>() {}
 
-impl Endpoint {
-    /// Unique id within the process.
-    pub fn id(&self) -> u64 {
-        self.id
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        assert_send_sync::<Balancer>();
+        assert_send_sync::<Endpoint>();
+        assert_send_sync::<CallGuard>();
+        assert_send_sync::<Pick>();
     }
-    /// The address.
-    pub fn address(&self) -> &str {
-        &self.spec.address
-    }
-    /// The weight.
-    pub fn weight(&self) -> u32 {
-        self.spec.weight
-    }
-    /// Calls in flight.
-    pub fn in_flight(&self) -> u32 {
-        todo!()
-    }
-    /// Whether passive health lets calls through now.
-    pub fn is_healthy(&self) -> bool {
-        todo!()
-    }
-    /// Starts a call.
-    pub fn start_call(self: &Arc<Self>) -> CallGuard {
-        todo!()
-    }
-}
-
-/// How a call ended, for passive health and latency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Success or an application error.
-    Success,
-    /// A failure in the sense of passive health.
-    Failure,
-}
-
-/// A call in flight on one endpoint.
-#[derive(Debug)]
-pub struct CallGuard {
-    endpoint: Arc<Endpoint>,
-}
-
-impl CallGuard {
-    /// The endpoint.
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-    /// Records the outcome.
-    pub fn finish(self, _outcome: Outcome) {
-        todo!()
-    }
-}
-
-/// What a call offers the picker.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PickContext<'a> {
-    /// Hash of the call's key (ring_hash).
-    pub hash: Option<u64>,
-    /// Endpoint ids already tried by this call.
-    pub avoid: &'a [u64],
-}
-
-/// A picked endpoint.
-#[derive(Debug, Clone)]
-pub struct Pick {
-    /// The endpoint.
-    pub endpoint: Arc<Endpoint>,
-    /// True when every endpoint was unhealthy (panic mode).
-    pub panic: bool,
-}
-
-/// A cluster's endpoint set and picker.
-#[derive(Debug)]
-pub struct Balancer {}
-
-impl Balancer {
-    /// Creates a balancer.
-    pub fn new(_policy: Policy, _passive: PassiveHealthPolicy, _endpoints: Vec<EndpointSpec>) -> Self {
-        todo!()
-    }
-    /// Picks an endpoint.
-    pub fn pick(&self, _ctx: &PickContext<'_>) -> Option<Pick> {
-        todo!()
-    }
-    /// The current endpoints.
-    pub fn endpoints(&self) -> Arc<[Arc<Endpoint>]> {
-        todo!()
-    }
-    /// Replaces the endpoint set.
-    pub fn set_endpoints(&self, _endpoints: Vec<EndpointSpec>) {
-        todo!()
-    }
-}
-
-/// Stable 64-bit hash of a key (FNV-1a).
-pub fn hash_key(_key: &[u8]) -> u64 {
-    todo!()
 }

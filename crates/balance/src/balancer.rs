@@ -1,0 +1,310 @@
+//! The balancer: an atomically swapped snapshot of the endpoint set and its picker state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::endpoint::{Endpoint, EndpointSpec};
+use crate::passive::PassiveHealthPolicy;
+use crate::pickers::p2c::{self, Cost};
+use crate::pickers::ring_hash::Ring;
+use crate::pickers::round_robin::RoundRobin;
+use crate::pickers::{Weights, weighted};
+
+/// Balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Smooth weighted round robin (NGINX's), from a precomputed schedule.
+    RoundRobin,
+    /// Power of two choices on in-flight calls per unit of weight.
+    LeastRequest,
+    /// Power of two choices on peak EWMA latency × (1 + in-flight / weight).
+    P2cEwma,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing on `PickContext::hash` (weighted random without one).
+    RingHash,
+}
+
+/// What a call offers the picker.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PickContext<'a> {
+    /// Hash of the call's key (ring_hash); compute it with [`hash_key`](crate::hash_key).
+    pub hash: Option<u64>,
+    /// Endpoint ids already tried by this call, so a retry goes elsewhere when it can.
+    pub avoid: &'a [u64],
+}
+
+/// A picked endpoint.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint>,
+    /// True when every endpoint was unhealthy (panic mode): the proxy should log it.
+    pub panic: bool,
+}
+
+/// Preference order of the endpoints a pick may return; the first non-empty tier wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// Healthy and not avoided.
+    Preferred,
+    /// Healthy, even if avoided (a retry back to the same endpoint beats no retry).
+    Healthy,
+    /// Panic mode: nothing is healthy; not avoided.
+    PanicFresh,
+    /// Panic mode: anything.
+    PanicAny,
+}
+
+impl Tier {
+    fn is_panic(self) -> bool {
+        matches!(self, Tier::PanicFresh | Tier::PanicAny)
+    }
+}
+
+/// Per-pick context for the pickers: the avoid list and a clock read at most once.
+#[derive(Debug)]
+pub(crate) struct Env<'a> {
+    avoid: &'a [u64],
+    now: Option<Instant>,
+}
+
+impl<'a> Env<'a> {
+    fn new(avoid: &'a [u64]) -> Self {
+        Self { avoid, now: None }
+    }
+
+    /// The time of this pick, read on first use.
+    pub(crate) fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
+    fn healthy(&mut self, ep: &Endpoint) -> bool {
+        let now = &mut self.now;
+        ep.healthy_with(|| *now.get_or_insert_with(Instant::now))
+    }
+
+    fn avoided(&self, ep: &Endpoint) -> bool {
+        !self.avoid.is_empty() && self.avoid.contains(&ep.id())
+    }
+
+    /// Whether `ep` belongs to `tier`.
+    pub(crate) fn eligible(&mut self, ep: &Endpoint, tier: Tier) -> bool {
+        match tier {
+            Tier::Preferred => !self.avoided(ep) && self.healthy(ep),
+            Tier::Healthy => self.healthy(ep),
+            Tier::PanicFresh => !self.avoided(ep),
+            Tier::PanicAny => true,
+        }
+    }
+
+    /// The best tier with at least one member, in one pass. `endpoints` is not empty.
+    fn best_tier(&mut self, endpoints: &[Arc<Endpoint>]) -> Tier {
+        let (mut healthy, mut fresh) = (false, false);
+        for ep in endpoints {
+            let h = self.healthy(ep);
+            let f = !self.avoided(ep);
+            if h && f {
+                return Tier::Preferred;
+            }
+            healthy |= h;
+            fresh |= f;
+        }
+        if healthy {
+            Tier::Healthy
+        } else if fresh {
+            Tier::PanicFresh
+        } else {
+            Tier::PanicAny
+        }
+    }
+}
+
+/// Policy-specific state, rebuilt with every endpoint set.
+#[derive(Debug)]
+enum Picker {
+    RoundRobin(RoundRobin),
+    LeastRequest,
+    P2cEwma,
+    Random,
+    RingHash(Ring),
+}
+
+/// One immutable endpoint set with everything precomputed for picking from it.
+#[derive(Debug)]
+struct Snapshot {
+    endpoints: Arc<[Arc<Endpoint>]>,
+    weights: Weights,
+    picker: Picker,
+}
+
+impl Snapshot {
+    fn build(policy: Policy, endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let w: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+        let picker = match policy {
+            Policy::RoundRobin => Picker::RoundRobin(RoundRobin::new(&w)),
+            Policy::LeastRequest => Picker::LeastRequest,
+            Policy::P2cEwma => Picker::P2cEwma,
+            Policy::Random => Picker::Random,
+            Policy::RingHash => Picker::RingHash(Ring::new(&endpoints, &w)),
+        };
+        Self {
+            endpoints: endpoints.into(),
+            weights: Weights::new(&w),
+            picker,
+        }
+    }
+
+    fn pick_in(
+        &self,
+        tier: Tier,
+        hash: Option<u64>,
+        env: &mut Env<'_>,
+        exact: bool,
+    ) -> Option<usize> {
+        let eps = &self.endpoints[..];
+        let weights = &self.weights;
+        match (&self.picker, hash) {
+            (Picker::RoundRobin(rr), _) => rr.pick(eps, env, tier, exact),
+            (Picker::LeastRequest, _) => p2c::pick(eps, weights, env, tier, exact, Cost::InFlight),
+            (Picker::P2cEwma, _) => p2c::pick(eps, weights, env, tier, exact, Cost::PeakEwma),
+            (Picker::RingHash(ring), Some(h)) => ring.pick(h, eps, env, tier, exact),
+            (Picker::Random | Picker::RingHash(_), _) => {
+                weighted(eps, weights, env, tier, None, exact)
+            }
+        }
+    }
+
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let mut env = Env::new(ctx.avoid);
+        let (index, tier) = match self.pick_in(Tier::Preferred, ctx.hash, &mut env, false) {
+            Some(i) => (i, Tier::Preferred),
+            None => {
+                let tier = env.best_tier(&self.endpoints);
+                let i = self
+                    .pick_in(tier, ctx.hash, &mut env, true)
+                    // Unreachable: `tier` has a member, so the exact path finds one.
+                    // Fall back to a scan rather than trusting that with a panic.
+                    .or_else(|| self.endpoints.iter().position(|e| env.eligible(e, tier)))
+                    .unwrap_or(0);
+                (i, tier)
+            }
+        };
+        Some(Pick {
+            endpoint: Arc::clone(&self.endpoints[index]),
+            panic: tier.is_panic(),
+        })
+    }
+}
+
+/// A cluster's endpoint set and picker.
+///
+/// `Send + Sync`: share it in an `Arc` between worker threads. [`pick`](Self::pick) is
+/// lock-free and allocation-free; [`set_endpoints`](Self::set_endpoints) builds a new
+/// snapshot off to the side and swaps it in.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: Policy,
+    passive: PassiveHealthPolicy,
+    state: ArcSwap<Snapshot>,
+    /// Serialises writers so two concurrent updates cannot both reuse endpoints from the
+    /// same old snapshot and lose one another's. Never taken by `pick`.
+    update: Mutex<()>,
+}
+
+impl Balancer {
+    /// Creates a balancer. Weights of 0 count as 1; of specs with the same address only
+    /// the first is kept.
+    pub fn new(policy: Policy, passive: PassiveHealthPolicy, endpoints: Vec<EndpointSpec>) -> Self {
+        let endpoints = normalize(endpoints)
+            .into_iter()
+            .map(|spec| Arc::new(Endpoint::new(spec, passive)))
+            .collect();
+        Self {
+            policy,
+            passive,
+            state: ArcSwap::from_pointee(Snapshot::build(policy, endpoints)),
+            update: Mutex::new(()),
+        }
+    }
+
+    /// The policy this balancer applies.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The passive health policy new endpoints get.
+    pub fn passive(&self) -> PassiveHealthPolicy {
+        self.passive
+    }
+
+    /// Picks an endpoint for one call (or one attempt of it).
+    ///
+    /// Prefers endpoints that are healthy and not in `ctx.avoid`; then healthy ones even
+    /// if avoided; if none is healthy, any endpoint (non-avoided first) with
+    /// `Pick::panic` set. `None` only when the set is empty: the caller answers
+    /// UNAVAILABLE. Starting the call (`pick.endpoint.start_call()`) is the caller's.
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick> {
+        self.state.load().pick(ctx)
+    }
+
+    /// The current endpoints, in the order given.
+    pub fn endpoints(&self) -> Arc<[Arc<Endpoint>]> {
+        Arc::clone(&self.state.load().endpoints)
+    }
+
+    /// Replaces the endpoint set (for discovery and reloads).
+    ///
+    /// An endpoint whose address stays keeps its `Arc<Endpoint>`, id and counters (its
+    /// weight is updated); new addresses get fresh endpoints; the picker state is rebuilt.
+    /// Calls in flight on removed endpoints finish normally on the `Arc` they hold. A set
+    /// equal to the current one (addresses, weights and order) changes nothing, so a
+    /// periodic re-resolution does not reset the round-robin position.
+    pub fn set_endpoints(&self, endpoints: Vec<EndpointSpec>) {
+        let specs = normalize(endpoints);
+        let _writer = self.update.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.state.load_full();
+        let unchanged = current.endpoints.len() == specs.len()
+            && current
+                .endpoints
+                .iter()
+                .zip(&specs)
+                .all(|(e, s)| e.address() == s.address && e.weight() == s.weight);
+        if unchanged {
+            return;
+        }
+        let by_address: HashMap<&str, &Arc<Endpoint>> =
+            current.endpoints.iter().map(|e| (e.address(), e)).collect();
+        let endpoints = specs
+            .into_iter()
+            .map(|spec| match by_address.get(spec.address.as_str()) {
+                Some(&kept) => {
+                    kept.set_weight(spec.weight);
+                    Arc::clone(kept)
+                }
+                None => Arc::new(Endpoint::new(spec, self.passive)),
+            })
+            .collect();
+        self.state
+            .store(Arc::new(Snapshot::build(self.policy, endpoints)));
+    }
+}
+
+/// Weight 0 → 1; drop later duplicates of an address.
+fn normalize(specs: Vec<EndpointSpec>) -> Vec<EndpointSpec> {
+    let mut seen = std::collections::HashSet::with_capacity(specs.len());
+    specs
+        .into_iter()
+        .filter(|s| seen.insert(s.address.clone()))
+        .map(|s| EndpointSpec {
+            weight: s.weight.max(1),
+            ..s
+        })
+        .collect()
+}

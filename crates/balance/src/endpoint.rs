@@ -1,0 +1,248 @@
+//! Endpoints, their live counters, and the guard that brackets one call.
+//!
+//! An [`Endpoint`] is shared (`Arc`) by every snapshot of the balancer that contains it,
+//! so its counters survive endpoint-set changes. Everything a call touches is an atomic:
+//! `start_call` bumps `in_flight` and `requests`; finishing records latency into the
+//! peak EWMA with a compare-and-swap; only a *failure* takes the small passive-health
+//! mutex.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use crate::clock::nanos_since;
+use crate::ewma::PeakEwma;
+use crate::passive::{PassiveHealthPolicy, PassiveState};
+
+/// An endpoint as configured or discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// `host:port`.
+    pub address: String,
+    /// Relative share, at least 1 (0 is treated as 1, so a typo never silences a backend).
+    pub weight: u32,
+}
+
+impl EndpointSpec {
+    /// A spec with weight 1, the common case for discovered endpoints.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            weight: 1,
+        }
+    }
+
+    /// The same spec with another weight.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+}
+
+/// Source of process-unique endpoint ids; starts at 1 so 0 never names an endpoint.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One endpoint with its live counters.
+///
+/// Created by [`Balancer`](crate::Balancer) (or [`Endpoint::new`] for a caller that
+/// manages its own sets); ids are unique within the process, so a call can remember which
+/// endpoints it already tried (`PickContext::avoid`) across endpoint-set changes.
+#[derive(Debug)]
+pub struct Endpoint {
+    id: u64,
+    address: String,
+    /// Current weight; changed in place when discovery reports a new weight.
+    weight: AtomicU32,
+    /// Origin of the nanosecond timestamps kept in atomics below.
+    epoch: Instant,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Active health verdict, set by a health checker; true until told otherwise.
+    active_up: AtomicBool,
+    passive: PassiveState,
+    ewma: PeakEwma,
+}
+
+impl Endpoint {
+    /// Creates an endpoint with fresh counters and a new id.
+    pub fn new(spec: EndpointSpec, passive: PassiveHealthPolicy) -> Self {
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            address: spec.address,
+            weight: AtomicU32::new(spec.weight.max(1)),
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            active_up: AtomicBool::new(true),
+            passive: PassiveState::new(passive),
+            ewma: PeakEwma::default(),
+        }
+    }
+
+    /// Unique id within the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Calls started on this endpoint so far (for `/status` and metrics).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failures recorded so far, by `finish(Outcome::Failure)` or [`Self::mark_failure`].
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// How many times passive health has ejected this endpoint.
+    pub fn ejections(&self) -> u64 {
+        self.passive.ejections()
+    }
+
+    /// The passive health policy this endpoint applies.
+    pub fn passive_policy(&self) -> PassiveHealthPolicy {
+        self.passive.policy()
+    }
+
+    /// The peak-EWMA latency estimate in milliseconds as of now, 0.0 before the first
+    /// observation. It decays toward zero while no call finishes (see the `ewma` design
+    /// notes in the crate docs).
+    pub fn ewma_ms(&self) -> f64 {
+        self.ewma_ns(Instant::now()).map_or(0.0, |ns| ns / 1e6)
+    }
+
+    /// The estimate in nanoseconds at `now`, `None` before the first observation.
+    pub(crate) fn ewma_ns(&self, now: Instant) -> Option<f64> {
+        self.ewma.estimate_ns(nanos_since(self.epoch, now))
+    }
+
+    /// Whether passive health has this endpoint ejected right now.
+    pub fn passive_ejected(&self) -> bool {
+        self.passive.is_ejected(self.epoch, Instant::now)
+    }
+
+    /// The active health verdict (true unless a checker said otherwise).
+    pub fn active_healthy(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health verdict; an actively unhealthy endpoint gets no calls
+    /// (except in panic mode), like a passively ejected one. For the health checker.
+    pub fn set_active_healthy(&self, healthy: bool) {
+        self.active_up.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Whether health lets calls through now: not ejected by passive health and not
+    /// marked down by active health.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy_with(Instant::now)
+    }
+
+    /// [`Self::is_healthy`] with a lazily read clock, so a pick reads the clock at most
+    /// once and only when some endpoint is ejected.
+    pub(crate) fn healthy_with(&self, now: impl FnOnce() -> Instant) -> bool {
+        self.active_healthy() && !self.passive.is_ejected(self.epoch, now)
+    }
+
+    /// Starts a call: counts it in `in_flight` and `requests` and notes the start time.
+    /// Finish it with [`CallGuard::finish`]; dropping the guard instead (a cancelled
+    /// call) only releases `in_flight`.
+    pub fn start_call(self: &Arc<Self>) -> CallGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        CallGuard {
+            endpoint: Arc::clone(self),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records a failure that happened outside a started call (e.g. a connect error
+    /// before any stream was opened): counts it in `failures` and feeds passive health,
+    /// but does not count a request nor touch the latency estimate. When a call was
+    /// started, use `finish(Outcome::Failure)` instead.
+    pub fn mark_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.passive.record_failure(self.epoch, Instant::now());
+    }
+
+    fn finish_call(&self, started: Instant, outcome: Outcome) {
+        let now = Instant::now();
+        let failure = outcome == Outcome::Failure;
+        self.ewma.observe(
+            now.saturating_duration_since(started),
+            nanos_since(self.epoch, now),
+            failure,
+        );
+        if failure {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.passive.record_failure(self.epoch, now);
+        }
+    }
+}
+
+/// How a call ended, for passive health and latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success or an application error.
+    Success,
+    /// A failure in the sense of passive health.
+    Failure,
+}
+
+/// A call in flight on one endpoint; releases `in_flight` when dropped.
+///
+/// Holding the guard for the life of the call (including streaming) keeps
+/// `least_request` and `p2c_ewma` informed; being a drop guard it also covers calls that
+/// are cancelled or whose future is dropped.
+#[derive(Debug)]
+#[must_use = "dropping the guard ends the call at once; keep it until the call completes"]
+pub struct CallGuard {
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+}
+
+impl CallGuard {
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// When the call started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records the outcome: latency into the peak EWMA and, on `Failure`, a failure for
+    /// passive health. `in_flight` is released when `self` drops right after.
+    pub fn finish(self, outcome: Outcome) {
+        self.endpoint.finish_call(self.started, outcome);
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
