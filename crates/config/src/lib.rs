@@ -2,15 +2,19 @@
 //!
 //! Loading happens in two steps (SPEC §2 lists the keys):
 //!
-//! 1. [`file`]: the serde model of the file. Every struct is `deny_unknown_fields`, and
-//!    values carry spans, so every error can name `file:line:col` and the key.
-//!    Syntax and type errors stop here, but all of them are reported: each section and
-//!    each `[[listeners]]`/`[[clusters]]` element is checked on its own.
+//! 1. [`file`](mod@file): the serde model of the file. Every struct is
+//!    `deny_unknown_fields`, and values carry spans, so every error can name
+//!    `file:line:col` and the key. Syntax and type errors stop here, but all of them are
+//!    reported: each section, each `[[listeners]]`/`[[clusters]]` element and each route
+//!    is checked on its own.
 //! 2. [`validate`]: checks across the file (names unique, addresses parse, a route's
 //!    cluster exists, `ring_hash` has a `hash_key`, …), applies the defaults and produces
 //!    the typed runtime [`Config`] of [`runtime`], which is all the rest of rpcgate reads.
 //!    Keys that a later release builds parse but are refused with `<key> is not
 //!    implemented yet` ([`validate::NOT_IMPLEMENTED`]).
+//!
+//! Errors print one per line as `<file>:<line>:<col>: <key>: <message>` (the key is left
+//! out when the message already names it, as in `listeners.tls is not implemented yet`):
 //!
 //! ```
 //! let config = rpcgate_config::parse(rpcgate_config::DEFAULT_CONFIG, "default.toml").unwrap();
@@ -27,8 +31,9 @@
 //!
 //! ## Adding a key
 //!
-//! 1. Add the field, with a doc comment, to its struct in [`file`] (an `Option` unless the
-//!    key is required; wrap it in [`file::Spanned`] if validation may point at it).
+//! 1. Add the field, with a doc comment, to its struct in [`file`](mod@file) (an
+//!    `Option` unless the key is required; wrap it in [`file::Spanned`] if validation may
+//!    point at it).
 //! 2. Check it and map it in [`validate`]; put its default and the reason for it where the
 //!    value lands in [`runtime`].
 //! 3. To build a key that is listed in [`validate::NOT_IMPLEMENTED`], delete its line

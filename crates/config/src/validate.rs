@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::duration::parse_duration;
@@ -126,22 +126,22 @@ fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -
             "server" => check(value, &mut errors, de_err::<Spanned<crate::file::ServerFile>>),
             "admin" => check(value, &mut errors, de_err::<Spanned<crate::file::AdminFile>>),
             "log" => check(value, &mut errors, de_err::<Spanned<crate::file::LogFile>>),
-            "listeners" | "clusters" => {
-                let elem: fn(ValueDeserializer<'_>) -> Option<toml::de::Error> =
-                    if key.get_ref() == "listeners" {
-                        de_err::<Spanned<ListenerFile>>
-                    } else {
-                        de_err::<Spanned<ClusterFile>>
-                    };
-                match value.get_ref() {
-                    DeValue::Array(items) => {
-                        for item in items.iter() {
-                            check(item, &mut errors, elem);
-                        }
+            "listeners" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        listener_shape_errors(item, &mut errors, &check);
                     }
-                    _ => check(value, &mut errors, de_err::<Vec<DeValueSink>>),
                 }
-            }
+                _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
+            },
+            "clusters" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        check(item, &mut errors, de_err::<Spanned<ClusterFile>>);
+                    }
+                }
+                _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
+            },
             other => errors.push(src.error(
                 &src.key_span(&KeyPath::root(other), &key.span()),
                 &KeyPath::root(other),
@@ -158,9 +158,37 @@ fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -
     errors
 }
 
-/// Accepts anything; used to have serde say "expected a sequence" for a non-array.
-#[derive(Deserialize)]
-struct DeValueSink(#[allow(dead_code)] serde::de::IgnoredAny);
+type ShapeCheck<'c> = dyn Fn(
+        &Spanned<DeValue<'_>>,
+        &mut Vec<ConfigError>,
+        fn(ValueDeserializer<'_>) -> Option<toml::de::Error>,
+    ) + 'c;
+
+/// A listener's own keys and each of its routes are checked apart, so that mistakes in
+/// two routes are both reported.
+fn listener_shape_errors(
+    item: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+    check: &ShapeCheck<'_>,
+) {
+    let DeValue::Table(table) = item.get_ref() else {
+        check(item, errors, de_err::<Spanned<ListenerFile>>);
+        return;
+    };
+    let mut without_routes = table.clone();
+    let routes = without_routes.remove("routes");
+    let own = Spanned::new(item.span(), DeValue::Table(without_routes));
+    check(&own, errors, de_err::<Spanned<ListenerFile>>);
+    match routes.as_ref().map(|r| (r, r.get_ref())) {
+        Some((_, DeValue::Array(routes))) => {
+            for route in routes.iter() {
+                check(route, errors, de_err::<Spanned<RouteFile>>);
+            }
+        }
+        Some((routes, _)) => check(routes, errors, de_err::<Vec<IgnoredAny>>),
+        None => {}
+    }
+}
 
 fn de_err<T: DeserializeOwned>(d: ValueDeserializer<'_>) -> Option<toml::de::Error> {
     T::deserialize(d).err()

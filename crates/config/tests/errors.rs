@@ -442,3 +442,35 @@ fn header_names_are_case_insensitive_so_twice_is_an_error() {
         "header \"x-env\" is given twice (names are case-insensitive)"
     );
 }
+
+#[test]
+fn shape_errors_in_several_routes_of_one_listener_are_reported_together() {
+    let text = r#"
+[[listeners]]
+name = "a"
+address = "127.0.0.1:80"
+bogus = 1
+
+[[listeners.routes]]
+cluster = "c"
+match.serivce = "x"
+
+[[listeners.routes]]
+cluster = "c"
+timeout = 5
+
+[[clusters]]
+name = "c"
+endpoints = ["c:1"]
+"#;
+    let e = err(text);
+    let got: Vec<(usize, &str)> = e.errors().iter().map(|e| (e.line(), e.key())).collect();
+    assert_eq!(
+        got,
+        [
+            (5, "listeners[0].bogus"),
+            (9, "listeners[0].routes[0].match.serivce"),
+            (13, "listeners[0].routes[1].timeout"),
+        ]
+    );
+}
