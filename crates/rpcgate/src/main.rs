@@ -1,2 +1,42 @@
-//! The `rpcgate` binary (in progress).
-fn main() {}
+//! The `rpcgate` binary: a gRPC-aware load balancer and reverse proxy.
+//!
+//! One file per command: [`run`], [`check`], [`demo`], [`backend`]. The command line is
+//! SPEC §1; the configuration file is SPEC §2 (parsed by `rpcgate-config`).
+
+mod backend;
+mod check;
+mod cli;
+mod demo;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// mimalloc: measured ~20% less CPU per call than the system allocator on the forwarding
+/// path (`shared/research/performance.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Run(args) => run::main(args, cli.log_level.as_deref()),
+        cli::Command::Check(args) => check::main(args),
+        cli::Command::Demo(args) => demo::main(args, cli.log_level.as_deref()),
+        cli::Command::Backend(args) => backend::main(args, cli.log_level.as_deref()),
+    }
+}
+
+/// Sets up `tracing` to stderr: `--log-level` wins, then `RUST_LOG`, then the config's level.
+pub(crate) fn init_tracing(cli_level: Option<&str>, config_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match cli_level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config_level)),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

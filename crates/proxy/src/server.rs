@@ -1,0 +1,107 @@
+//! Serving one client connection: HTTP/2 (prior knowledge) and HTTP/1.1 on the same port.
+//!
+//! hyper-util's auto builder reads the first bytes: the HTTP/2 preface selects HTTP/2,
+//! anything else is parsed as HTTP/1.1, and garbage fails that one connection only. The
+//! listener's limits map onto HTTP/2 settings (`max_concurrent_streams`,
+//! `max_header_list_size`) and HTTP/1.1's head buffer. A connection with no call in flight
+//! for `idle_timeout` gets a graceful close, and so does every connection at shutdown
+//! (GOAWAY on HTTP/2, `connection: close` on HTTP/1.1) while its calls finish.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rpcgate_config::Listener;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::forward::{self, ConnCtx};
+
+/// Flow-control window per client stream; as upstream, so 1 MiB messages stream freely.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Flow-control window per client connection.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+/// How long a client may take to send an HTTP/1.1 request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The hyper connection builder for a listener, built once and reused per connection.
+pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size((listener.max_header_bytes as usize).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(listener.max_concurrent_streams)
+        .max_header_list_size(listener.max_header_bytes)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    builder
+}
+
+/// Serves one accepted connection until it closes, goes idle, or shutdown drains it.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = ctx.peer;
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |request| forward::handle(request, service_ctx.clone()));
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));
+    let mut draining = *shutdown.borrow();
+    if draining {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "client connection closed with an error");
+                }
+                return;
+            }
+            changed = shutdown.changed(), if !draining => {
+                if changed.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = idle_check.as_mut(), if !draining => {
+                match idle_deadline(&ctx, idle_timeout) {
+                    Some(next) => idle_check.as_mut().reset(next),
+                    None => {
+                        tracing::debug!(%peer, "closing idle client connection");
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When to look again, or `None` when the connection has been idle long enough.
+fn idle_deadline(ctx: &ConnCtx, idle_timeout: Duration) -> Option<Instant> {
+    let now = Instant::now();
+    if ctx.active.load(Ordering::Relaxed) > 0 {
+        return Some(now + idle_timeout);
+    }
+    let last = ctx.since + Duration::from_millis(ctx.last_active_ms.load(Ordering::Relaxed));
+    let idle_until = last + idle_timeout;
+    (idle_until > now).then_some(idle_until)
+}

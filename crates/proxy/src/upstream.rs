@@ -1,0 +1,193 @@
+//! Pooled, multiplexed connections to the backends.
+//!
+//! Each worker thread owns one [`Upstreams`]: its connections are driven by that
+//! worker's event loop, so a call never hops threads. Per endpoint it keeps a few HTTP/2
+//! connections and puts every call on the first one that has a free stream slot under
+//! the backend's advertised `SETTINGS_MAX_CONCURRENT_STREAMS`; a new connection opens
+//! only when all are full (Envoy's behaviour; NGINX opens one per call). Concurrent
+//! callers wait for one connect instead of each opening their own.
+//!
+//! The HTTP/2 side uses the `h2` crate directly rather than hyper's client: it tells us
+//! the peer's stream limit, and its errors say whether a stream was refused or above a
+//! GOAWAY's last stream id, which is what makes transparent retry safe.
+//! `protocol = "http1"` clusters use hyper-util's pooled HTTP/1.1 client.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::Client as Http1Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+
+/// The request body type of HTTP/1.1 upstream calls: the client's body, or none when a
+/// bodiless request is sent again to another endpoint.
+pub type Http1RequestBody = Either<Incoming, Empty<Bytes>>;
+
+/// Flow-control window per upstream stream: large enough that a 1 MiB message flows
+/// without waiting for WINDOW_UPDATEs, small enough to bound what one stream buffers.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Flow-control window per upstream connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// Why a connection to a backend could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect took longer than the cluster's `connect_timeout`.
+    #[error("connect to {0} timed out")]
+    Timeout(String),
+    /// The TCP connect failed (refused, unreachable, DNS).
+    #[error("connect to {0} failed: {1}")]
+    Io(String, std::io::Error),
+    /// The HTTP/2 handshake failed.
+    #[error("HTTP/2 handshake with {0} failed: {1}")]
+    Handshake(String, h2::Error),
+}
+
+/// One multiplexed HTTP/2 connection to a backend.
+#[derive(Debug)]
+struct H2Conn {
+    send: h2::client::SendRequest<Bytes>,
+    active: AtomicUsize,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && self.active.load(Ordering::Relaxed) < self.send.current_max_send_streams()
+    }
+}
+
+/// A reserved stream slot on a connection; frees the slot when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    conn: Arc<H2Conn>,
+}
+
+impl StreamSlot {
+    /// A handle to open the stream with (cheap clone of the connection's sender).
+    pub fn sender(&self) -> h2::client::SendRequest<Bytes> {
+        self.conn.send.clone()
+    }
+}
+
+impl StreamSlot {
+    /// Marks the connection as unusable for new streams (it sent GOAWAY or failed).
+    pub fn mark_closed(&self) {
+        self.conn.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.conn.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connections of one worker to one endpoint.
+#[derive(Debug, Default)]
+struct EndpointConns {
+    conns: Mutex<Vec<Arc<H2Conn>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl EndpointConns {
+    fn try_reserve(&self) -> Option<StreamSlot> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.closed.load(Ordering::Acquire));
+        let conn = conns.iter().find(|c| c.has_room())?;
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        Some(StreamSlot { conn: conn.clone() })
+    }
+}
+
+/// One worker's upstream connections, keyed by endpoint id.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    h2: Mutex<HashMap<u64, Arc<EndpointConns>>>,
+    http1: Mutex<HashMap<usize, Http1Client<HttpConnector, Http1RequestBody>>>,
+}
+
+impl Upstreams {
+    /// A stream slot on a connection to `address`, connecting if every connection is full.
+    pub async fn h2_slot(
+        &self,
+        endpoint_id: u64,
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<StreamSlot, ConnectError> {
+        let conns = {
+            let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(endpoint_id).or_default().clone()
+        };
+        if let Some(slot) = conns.try_reserve() {
+            return Ok(slot);
+        }
+        let _connecting = conns.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        if let Some(slot) = conns.try_reserve() {
+            return Ok(slot);
+        }
+        let conn = Arc::new(connect_h2(address, connect_timeout).await?);
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        conns
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn.clone());
+        Ok(StreamSlot { conn })
+    }
+
+    /// The pooled HTTP/1.1 client for a cluster.
+    pub fn http1_client(
+        &self,
+        cluster: usize,
+        connect_timeout: Duration,
+    ) -> Http1Client<HttpConnector, Http1RequestBody> {
+        let mut map = self.http1.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(cluster)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(connect_timeout));
+                Http1Client::builder(TokioExecutor::new()).build(connector)
+            })
+            .clone()
+    }
+}
+
+async fn connect_h2(address: &str, connect_timeout: Duration) -> Result<H2Conn, ConnectError> {
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| ConnectError::Timeout(address.to_string()))?
+        .map_err(|e| ConnectError::Io(address.to_string(), e))?;
+    let _ = stream.set_nodelay(true);
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_reset_streams(1024)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| ConnectError::Handshake(address.to_string(), e))?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let closed_by_task = closed.clone();
+    let peer = address.to_string();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, %error, "upstream connection ended");
+        }
+        closed_by_task.store(true, Ordering::Release);
+    });
+    Ok(H2Conn {
+        send,
+        active: AtomicUsize::new(0),
+        closed,
+    })
+}

@@ -1,0 +1,77 @@
+//! The command line (SPEC §1), with clap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rpcgate: a gRPC-aware load balancer and reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "rpcgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log verbosity (error, warn, info, debug, trace, or a tracing filter); overrides
+    /// RUST_LOG and the config file's `log.level`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run(ConfigArgs),
+    /// Validate the configuration like `nginx -t`: prints `configuration OK` or every error.
+    Check(ConfigArgs),
+    /// Start demo backends and a balancer in-process, send calls, show how they spread.
+    Demo(DemoArgs),
+    /// Run one demo gRPC backend that tags its replies with its name.
+    Backend(BackendArgs),
+}
+
+/// `-c FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration file.
+    #[arg(short, long, default_value = "rpcgate.toml")]
+    pub config: PathBuf,
+}
+
+/// `rpcgate demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run the demo over mutual TLS (not implemented yet).
+    #[arg(long)]
+    pub tls: bool,
+    /// How many backends to start.
+    #[arg(long, default_value_t = 3)]
+    pub backends: usize,
+    /// How many calls to send in each phase.
+    #[arg(long, default_value_t = 30)]
+    pub calls: usize,
+    /// Keep the balancer and backends running after the demo (Ctrl-C to stop).
+    #[arg(long)]
+    pub serve: bool,
+}
+
+/// `rpcgate backend` options.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Name the backend tags its replies with.
+    #[arg(long)]
+    pub name: String,
+    /// Server certificate (PEM) for TLS (not implemented yet).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM) for TLS (not implemented yet).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to (not implemented yet).
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+}

@@ -1,0 +1,238 @@
+//! `rpcgate demo`: the main job on an embedded default, in one command.
+//!
+//! Starts N demo backends and a balancer in-process, routes `AuthService` to the first
+//! backend and `LaptopService` to the others (step 4 of the pcbook tutorial), sends calls
+//! through one client connection, prints how they spread, kills a backend, and shows that
+//! later calls still succeed.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use rpcgate_proxy::{Proxy, ProxyHandle};
+use rpcgate_testkit::pb::helloworld::HelloRequest;
+use rpcgate_testkit::pb::helloworld::greeter_client::GreeterClient;
+use rpcgate_testkit::pb::pcbook::auth_service_client::AuthServiceClient;
+use rpcgate_testkit::pb::pcbook::laptop_service_client::LaptopServiceClient;
+use rpcgate_testkit::pb::pcbook::{CreateLaptopRequest, Laptop, LoginRequest};
+use rpcgate_testkit::{BackendHandle, spawn_backend};
+use tonic::transport::Channel;
+
+use crate::cli::DemoArgs;
+
+/// Runs the demo; exit 0 when every call that should succeed did.
+pub fn main(args: DemoArgs, log_level: Option<&str>) -> ExitCode {
+    crate::init_tracing(log_level, "warn");
+    if args.tls {
+        eprintln!("rpcgate demo: --tls is not implemented yet");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rpcgate demo failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The demo's configuration: the embedded default's shape with the live addresses.
+fn demo_config(backends: &[BackendHandle]) -> String {
+    let list = |bs: &[BackendHandle]| {
+        bs.iter()
+            .map(|b| format!("\"{}\"", b.addr()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let auth = &backends[..1];
+    let laptop = if backends.len() > 1 {
+        &backends[1..]
+    } else {
+        backends
+    };
+    format!(
+        r#"[server]
+workers = 1
+
+[log]
+access_log = "off"
+
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+
+[[listeners.routes]]
+name = "auth"
+match.service = "techschool_pcbook.AuthService"
+cluster = "auth"
+
+[[listeners.routes]]
+name = "laptop"
+match.service = "techschool_pcbook.LaptopService"
+cluster = "laptop"
+
+[[listeners.routes]]
+name = "greeter"
+match.path_prefix = "/"
+cluster = "greeter"
+
+[[clusters]]
+name = "auth"
+endpoints = [{auth}]
+
+[[clusters]]
+name = "laptop"
+endpoints = [{laptop}]
+lb = "least_request"
+
+[[clusters]]
+name = "greeter"
+endpoints = [{all}]
+"#,
+        auth = list(auth),
+        laptop = list(laptop),
+        all = list(backends),
+    )
+}
+
+async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let count = args.backends.max(1);
+    let mut backends = Vec::with_capacity(count);
+    for i in 1..=count {
+        backends.push(spawn_backend(&format!("backend-{i}")).await?);
+    }
+    let text = demo_config(&backends);
+    let config = rpcgate_config::parse(&text, "<demo>")?;
+    let proxy = Proxy::start(&config)?;
+    let address = proxy
+        .listener_addr("edge")
+        .ok_or("the demo listener is missing")?;
+    println!("rpcgate demo: {count} backends, balancer on {address} (h2c and HTTP/1.1)");
+    for b in &backends {
+        println!("  {} on {}", b.name(), b.addr());
+    }
+    println!();
+    println!("Configuration in use (rpcgate check accepts it):\n");
+    println!("{text}");
+
+    // One client connection: every call on it is balanced on its own.
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let calls = args.calls.max(1);
+
+    println!("1. {calls} SayHello calls over ONE client connection (round robin per call):");
+    let spread = greet(&channel, calls).await?;
+    print_table(&spread, calls);
+
+    println!(
+        "\n2. The tutorial's routes: AuthService -> auth cluster, LaptopService -> laptop cluster:"
+    );
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let mut laptops = LaptopServiceClient::new(channel.clone());
+    let mut by_route: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for i in 0..calls {
+        let login = auth
+            .login(LoginRequest {
+                username: "admin".into(),
+                password: "secret".into(),
+            })
+            .await?;
+        *by_route
+            .entry("AuthService/Login".into())
+            .or_default()
+            .entry(served_by(login.metadata()))
+            .or_default() += 1;
+        let created = laptops
+            .create_laptop(CreateLaptopRequest {
+                laptop: Some(Laptop {
+                    brand: "Lenovo".into(),
+                    name: format!("Thinkpad {i}"),
+                    cpu_cores: 8,
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        *by_route
+            .entry("LaptopService/CreateLaptop".into())
+            .or_default()
+            .entry(served_by(created.metadata()))
+            .or_default() += 1;
+    }
+    for (route, spread) in &by_route {
+        println!("   {route}:");
+        print_table(spread, calls);
+    }
+
+    let victim = backends.pop().ok_or("no backend to kill")?;
+    let victim_name = victim.name().to_string();
+    victim.kill().await;
+    println!("\n3. {victim_name} killed. {calls} more SayHello calls:");
+    let spread = greet(&channel, calls).await?;
+    print_table(&spread, calls);
+    let ok: usize = spread.values().sum();
+    println!(
+        "   {ok}/{calls} succeeded; {victim_name} served {} (its failure was retried transparently and it is ejected by passive health)",
+        spread.get(&victim_name).copied().unwrap_or(0)
+    );
+
+    if args.serve {
+        println!("\nServing on {address} until Ctrl-C. Try:");
+        println!("  grpcurl -plaintext {address} list   (if you have grpcurl)");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown(proxy).await;
+    if ok == calls {
+        Ok(())
+    } else {
+        Err(format!("{} calls failed after the kill", calls - ok).into())
+    }
+}
+
+async fn shutdown(proxy: ProxyHandle) {
+    proxy.shutdown().await;
+}
+
+async fn greet(channel: &Channel, calls: usize) -> Result<BTreeMap<String, usize>, DemoError> {
+    let mut client = GreeterClient::new(channel.clone());
+    let mut spread = BTreeMap::new();
+    for i in 0..calls {
+        match client
+            .say_hello(HelloRequest {
+                name: format!("call {i}"),
+            })
+            .await
+        {
+            Ok(reply) => *spread.entry(served_by(reply.metadata())).or_default() += 1,
+            Err(status) => println!("   call {i} failed: {status}"),
+        }
+    }
+    Ok(spread)
+}
+
+fn served_by(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn print_table(spread: &BTreeMap<String, usize>, total: usize) {
+    println!("   {:<12} {:>6} {:>7}", "backend", "calls", "share");
+    for (backend, n) in spread {
+        let share = 100.0 * *n as f64 / total.max(1) as f64;
+        println!("   {backend:<12} {n:>6} {share:>6.1}%");
+    }
+}

@@ -1,0 +1,65 @@
+//! `rpcgate run`: load the configuration, serve until a signal, drain, exit.
+
+use std::process::ExitCode;
+
+use rpcgate_proxy::Proxy;
+
+use crate::cli::ConfigArgs;
+
+/// Runs the proxy; exit 0 after a clean drain, 1 on a bad config or a failed bind.
+pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
+    let config = match rpcgate_config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::init_tracing(log_level, &config.log.level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let proxy = match Proxy::start(&config) {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                eprintln!("rpcgate: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (name, address) in proxy.addresses() {
+            tracing::info!(listener = %name, %address, workers = config.server.workers, "listening");
+        }
+        let signal = wait_for_stop_signal().await;
+        tracing::info!(%signal, drain_timeout = ?config.server.drain_timeout, "draining");
+        proxy.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came.
+async fn wait_for_stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = quit.recv() => "SIGQUIT",
+    }
+}
