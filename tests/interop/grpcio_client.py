@@ -2,7 +2,7 @@
 """Drive rpcgate's test backends from Python grpcio, a second gRPC implementation.
 
 rpcgate must be correct for any gRPC stack, not only for tonic: this client calls every
-call kind, big messages, metadata, trailers, error details and the pcbook services
+call kind, big and gzip-compressed messages, metadata, trailers, error details and the pcbook services
 through TARGET (a proxy, or one backend directly) and checks every answer.
 
 Usage: grpcio_client.py TARGET [--min-backends N]
@@ -140,6 +140,22 @@ class Client:
         expect("4 MiB reply length", len(reply.message), len(f"Hello {name} from {backend}"))
         expect("4 MiB reply", reply.message == f"Hello {name} from {backend}", True)
 
+    def gzip_unary(self):
+        name = "z" * (64 * 1024)
+        reply, call = self.greeter.SayHello.with_call(
+            self.hw.HelloRequest(name=name),
+            timeout=TIMEOUT_S,
+            compression=grpc.Compression.Gzip,
+            metadata=[("x-echo-metadata", "1")],
+        )
+        backend = self.tagged("unary gzip", call)
+        expect("gzip reply", reply.message == f"Hello {name} from {backend}", True)
+        expect(
+            "grpc-encoding seen by the backend",
+            md_value(call.initial_metadata(), "x-seen-grpc-encoding"),
+            "gzip",
+        )
+
     def metadata_echo(self):
         binary = bytes([0xDE, 0xAD, 0x00, 0xBE, 0xEF])
         _, call = self.greeter.SayHello.with_call(
@@ -227,6 +243,7 @@ def main():
             client.client_stream,
             client.bidi,
             client.big_unary,
+            client.gzip_unary,
             client.metadata_echo,
             client.failure_with_details,
             client.pcbook,

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -115,7 +116,9 @@ impl Backend {
             backend: backend.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
         let auth = AuthServiceServer::new(Auth {
             backend: backend.clone(),
             issued: AtomicU64::new(0),
@@ -246,7 +249,9 @@ fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<tokio::n
 ///
 /// It serves `helloworld.Greeter`, `techschool_pcbook.AuthService`,
 /// `techschool_pcbook.LaptopService` and `grpc.health.v1.Health` (SERVING for "" and
-/// each of them), with the tags and behaviours described in [`crate::meta`].
+/// each of them), with the tags and behaviours described in [`crate::meta`]. The
+/// Greeter takes messages up to [`crate::MAX_MESSAGE_BYTES`] and gzip-compressed
+/// messages, and compresses its replies when the client accepts gzip.
 ///
 /// # Errors
 ///

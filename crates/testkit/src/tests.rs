@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -140,6 +141,25 @@ async fn eight_mib_messages_go_both_ways() {
     let reply = bounded(client.say_hello(hello(&name))).await.unwrap();
     assert!(reply.get_ref().message.len() > name.len());
     assert!(reply.get_ref().message.ends_with(" from big"));
+}
+
+#[tokio::test]
+async fn gzip_messages_are_accepted_and_sent() {
+    let backend = spawn_backend("z").await.unwrap();
+    let mut client = greeter(&backend)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let name = "z".repeat(64 * 1024);
+    let mut request = with_meta(hello(&name), &[(meta::ECHO_METADATA, "1")]);
+    request.set_timeout(Duration::from_secs(30));
+    let reply = bounded(client.say_hello(request)).await.unwrap();
+    assert_eq!(reply.get_ref().message, format!("Hello {name} from z"));
+    assert_eq!(
+        text(reply.metadata(), meta::SEEN_GRPC_ENCODING),
+        Some("gzip")
+    );
+    assert_eq!(text(reply.metadata(), "grpc-encoding"), Some("gzip"));
 }
 
 #[tokio::test]
