@@ -48,13 +48,17 @@ pub(crate) fn pick(
     cost: Cost,
 ) -> Option<usize> {
     let a = weighted(endpoints, weights, env, tier, None, exact)?;
-    let b = match weighted(endpoints, weights, env, tier, Some(a), exact) {
-        Some(b) => b,
-        // Exact: `a` is the only eligible endpoint. Fast: give the exact path a chance
-        // to find the rival rather than deciding on one draw.
-        None if exact => return Some(a),
-        None => return None,
-    };
+    // The rival is drawn exactly when the quick draws miss: giving up on the fast path
+    // here instead would favour `a`s whose rivals are easy to draw (light endpoints
+    // paired with heavy ones) and skew the weights.
+    let rival = if exact {
+        None
+    } else {
+        weighted(endpoints, weights, env, tier, Some(a), false)
+    }
+    .or_else(|| weighted(endpoints, weights, env, tier, Some(a), true));
+    // No rival: `a` is the only member of the tier.
+    let Some(b) = rival else { return Some(a) };
     let (ea, eb) = (&endpoints[a], &endpoints[b]);
     let (wa, wb) = (weights.of(a), weights.of(b));
     let b_cheaper = match cost {
