@@ -320,9 +320,14 @@ pub async fn spawn_backend_on(
         addr,
         backend,
         connections,
-        task,
-        stop: Some(stop_tx),
+        task: Mutex::new(Some(task)),
+        stop: Mutex::new(Some(stop_tx)),
     })
+}
+
+/// Takes what `slot` holds, poisoned or not.
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// A backend running in the current runtime, as [`spawn_backend`] returns it.
@@ -333,8 +338,11 @@ pub struct BackendHandle {
     addr: SocketAddr,
     backend: Backend,
     connections: Connections,
-    task: JoinHandle<()>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The accept loop, until stopped (behind a lock so that stopping takes `&self`
+    /// and the counters stay readable afterwards).
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Starts the graceful shutdown.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl fmt::Debug for BackendHandle {
@@ -423,26 +431,36 @@ impl BackendHandle {
 
     /// Stops it abruptly, as a crash would: the listener and every connection close at
     /// once, with no GOAWAY; calls in flight fail. Returns when the sockets are closed.
-    pub async fn kill(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
+    /// The counters stay readable (the handlers of calls cut off this way end soon
+    /// after, counted as cancelled).
+    pub async fn kill(&self) {
+        let task = take(&self.task);
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
         let mut set = std::mem::take(&mut *lock(&self.connections));
         set.shutdown().await;
     }
 
     /// Stops it gracefully: no new connections, a GOAWAY on each open one, calls in
     /// flight finish (up to the drain timeout). Returns when it has stopped.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(&self) {
+        if let Some(stop) = take(&self.stop) {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        let task = take(&self.task);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for BackendHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = take(&self.task) {
+            task.abort();
+        }
         lock(&self.connections).abort_all();
     }
 }

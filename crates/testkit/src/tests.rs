@@ -444,6 +444,9 @@ async fn kill_fails_calls_in_flight_and_closes_the_port() {
     );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     assert!(bounded(client.say_hello(hello("x"))).await.is_err());
+    // The handler cut off by the kill ends as cancelled.
+    bounded(backend.wait_until(|b| b.in_flight() == 0)).await;
+    assert_eq!((backend.calls(), backend.cancelled()), (1, 1));
 }
 
 #[tokio::test]
