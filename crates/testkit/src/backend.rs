@@ -151,10 +151,12 @@ impl Backend {
     {
         let shared = self.shared;
         let service = hyper::service::service_fn(move |request| handle(shared.clone(), request));
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
+        // HTTP/1.1 too, for the proxy's non-gRPC upstreams (`protocol = "http1"`).
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
         if let Some(streams) = self.options.max_concurrent_streams {
-            builder.max_concurrent_streams(streams);
+            builder.http2().max_concurrent_streams(streams);
         }
         let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
         // A closed channel means the server is gone: stop as well.
@@ -243,7 +245,8 @@ fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<tokio::n
     })
 }
 
-/// Serves one demo/test backend (h2c, prior knowledge) on `listener` until `shutdown`
+/// Serves one demo/test backend (h2c with prior knowledge, and HTTP/1.1 for plain
+/// requests) on `listener` until `shutdown`
 /// completes; then stops accepting, sends every connection a graceful GOAWAY, lets calls
 /// in flight finish for up to [`BackendOptions::drain_timeout`], and returns.
 ///
@@ -251,7 +254,9 @@ fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<tokio::n
 /// `techschool_pcbook.LaptopService` and `grpc.health.v1.Health` (SERVING for "" and
 /// each of them), with the tags and behaviours described in [`crate::meta`]. The
 /// Greeter takes messages up to [`crate::MAX_MESSAGE_BYTES`] and gzip-compressed
-/// messages, and compresses its replies when the client accepts gzip.
+/// messages, and compresses its replies when the client accepts gzip. A request that is
+/// not gRPC (no `application/grpc` content type), on any path, gets `200 text/plain`
+/// `Hello from <name>`.
 ///
 /// # Errors
 ///

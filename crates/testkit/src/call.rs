@@ -115,6 +115,7 @@ struct Plan {
     fail_now: Option<Status>,
     reset: Option<h2::Reason>,
     reset_after_frames: Option<u64>,
+    http_status: Option<http::StatusCode>,
     echo: bool,
 }
 
@@ -135,6 +136,8 @@ impl Plan {
             fail_now,
             reset: parse::<u32>(headers, meta::RESET_STREAM).map(h2::Reason::from),
             reset_after_frames: parse(headers, meta::RESET_AFTER_FRAMES),
+            http_status: parse::<u16>(headers, meta::HTTP_STATUS)
+                .and_then(|code| http::StatusCode::from_u16(code).ok()),
             echo: headers
                 .get(meta::ECHO_METADATA)
                 .is_some_and(|v| v.as_bytes() == b"1"),
@@ -216,9 +219,21 @@ pub(crate) async fn handle(
         guard.finish();
         return Err(h2::Error::from(reason).into());
     }
-    let response = match plan.fail_now {
-        Some(status) => status.into_http::<Body>(),
-        None => {
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let response = match (plan.http_status, plan.fail_now) {
+        (Some(code), _) => plain(code, "requested HTTP status\n".to_owned()),
+        (None, _) if !is_grpc => plain(
+            http::StatusCode::OK,
+            format!(
+                "Hello from {}\n",
+                String::from_utf8_lossy(shared.name.as_bytes())
+            ),
+        ),
+        (None, Some(status)) => status.into_http::<Body>(),
+        (None, None) => {
             let mut routes = shared.routes.clone();
             std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut routes, cx))
                 .await?;
@@ -232,11 +247,14 @@ pub(crate) async fn handle(
         parts.headers.append(name.clone(), value.clone());
     }
     let trailers_only = parts.headers.contains_key("grpc-status");
-    let body = if trailers_only {
-        // The headers are the trailers: tag them there.
-        parts
-            .headers
-            .insert(meta::BACKEND_TRAILER, shared.name.clone());
+    let body = if trailers_only || !is_grpc || plan.http_status.is_some() {
+        if trailers_only {
+            // The headers are the trailers: tag them there.
+            parts
+                .headers
+                .insert(meta::BACKEND_TRAILER, shared.name.clone());
+        }
+        // A plain body is a few bytes, written at once: the call ends here.
         guard.finish();
         TaggedBody {
             inner,
@@ -253,6 +271,17 @@ pub(crate) async fn handle(
         }
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A non-gRPC `text/plain` response.
+fn plain(code: http::StatusCode, text: String) -> Response<Body> {
+    let mut response = Response::new(Body::new(text));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// A response body that adds [`meta::BACKEND_TRAILER`] to the trailers, ends the call's

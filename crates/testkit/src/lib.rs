@@ -10,8 +10,10 @@
 //!   (what `rpcgate backend` runs). It serves the Greeter, Auth and Laptop services and
 //!   `grpc.health.v1.Health`, tags every reply, response header (`x-backend`) and
 //!   trailer (`x-backend-trailer`) with its name, and obeys the test behaviours in
-//!   [`meta`] (fail, delay, reset, echo what it saw), driven by request metadata so that
-//!   a test through the proxy needs no extra control channel.
+//!   [`meta`] (fail, delay, reset, answer plain HTTP, echo what it saw), driven by
+//!   request metadata so that a test through the proxy needs no extra control channel.
+//!   Messages up to [`MAX_MESSAGE_BYTES`] and gzip are accepted; plain HTTP/1.1 or
+//!   HTTP/2 requests that are not gRPC get `200 text/plain`.
 //! - [`spawn_backend`]: the same on `127.0.0.1:0` in the current runtime, returning a
 //!   [`BackendHandle`] with its address, call counters, the last request seen, health
 //!   control, and `kill()` (abrupt) / `shutdown()` (graceful).

@@ -33,6 +33,10 @@ pub const RESET_STREAM: &str = "x-reset-stream";
 /// stream when the next frame (or the trailers) would go.
 pub const RESET_AFTER_FRAMES: &str = "x-reset-after-frames";
 
+/// Request: answer with this HTTP status (e.g. 503) and a `text/plain` body instead of
+/// gRPC, as a misbehaving server or an HTTP middlebox would; no `grpc-status` at all.
+pub const HTTP_STATUS: &str = "x-http-status";
+
 /// Request: `1` makes the response headers report what the backend received: every
 /// request key starting with [`ECHO_PREFIX`] or ending in `-bin` (except `grpc-*`) is
 /// copied back as is, and the `x-seen-*` headers below are set when the request had them.

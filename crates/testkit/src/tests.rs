@@ -162,6 +162,56 @@ async fn gzip_messages_are_accepted_and_sent() {
     assert_eq!(text(reply.metadata(), "grpc-encoding"), Some("gzip"));
 }
 
+/// Sends one raw HTTP/1.1 request and reads the whole answer.
+async fn http1(backend: &BackendHandle, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(backend.addr())
+        .await
+        .unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    bounded(tcp.read_to_string(&mut answer)).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn http_status_makes_a_non_grpc_answer() {
+    let backend = spawn_backend("hs").await.unwrap();
+    let answer = http1(
+        &backend,
+        "POST /helloworld.Greeter/SayHello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+         content-type: application/grpc\r\nx-http-status: 503\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("grpc-status"), "{answer}");
+    assert!(answer.ends_with("requested HTTP status\n"), "{answer}");
+    // Over HTTP/2, tonic's client sees the failure too.
+    let mut client = greeter(&backend).await;
+    let request = with_meta(hello("x"), &[(meta::HTTP_STATUS, "503")]);
+    let status = bounded(client.say_hello(request)).await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    assert_eq!(text(status.metadata(), meta::BACKEND), Some("hs"));
+    assert_eq!(backend.cancelled(), 0);
+}
+
+#[tokio::test]
+async fn plain_http1_requests_get_text() {
+    let backend = spawn_backend("p").await.unwrap();
+    let answer = http1(
+        &backend,
+        "GET /anything HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("x-backend: p\r\n"), "{answer}");
+    assert!(answer.ends_with("Hello from p\n"), "{answer}");
+    assert_eq!(backend.calls(), 1);
+}
+
 #[tokio::test]
 async fn fail_code_gives_status_with_details_and_tags() {
     let backend = spawn_backend("f").await.unwrap();
