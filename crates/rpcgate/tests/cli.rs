@@ -1,0 +1,318 @@
+//! The `rpcgate` binary's commands as a user runs them (SPEC §1): `check`, `run`,
+//! `backend`, `demo`, with their output and exit codes, and SIGTERM handling.
+//!
+//! Processes are started from the built binary, stopped with `kill -TERM` (the `kill`
+//! command, so no signal crate is needed), and every wait is bounded; a process still
+//! running when a test ends is killed by its guard.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
+use tokio::time::{Instant, sleep, timeout};
+use tonic::transport::Endpoint;
+
+/// Upper bound on any wait for a process.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn rpcgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcgate"));
+    command.stdin(Stdio::null()).env_remove("RUST_LOG");
+    command
+}
+
+/// Writes a config file for this test under cargo's scratch directory.
+fn config_file(name: &str, text: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A free loopback port: bound on :0 and released (the OS does not hand it out again
+/// right away).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A child process, with its stdout and stderr going to a file (a pipe nobody reads
+/// could fill and stall it), killed if the test ends before it exits.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Self {
+        let log = config_file("output.log", "");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    async fn exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < WAIT, "the process did not exit");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What it printed so far (stdout and stderr interleaved).
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Retries a SayHello call to `addr` until it succeeds (bounded); returns the backend
+/// that served it. Fails early if `process` exits.
+async fn call_when_up(addr: SocketAddr, process: &mut Running) -> String {
+    let started = Instant::now();
+    loop {
+        let attempt = timeout(Duration::from_secs(2), async {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await?;
+            let reply = GreeterClient::new(channel)
+                .say_hello(HelloRequest { name: "Ann".into() })
+                .await?;
+            Ok::<_, Box<dyn std::error::Error>>(reply.into_inner().message)
+        })
+        .await;
+        if let Ok(Ok(message)) = attempt {
+            return message;
+        }
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!("the process exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no call succeeded through {addr}: {attempt:?}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn good_config(listen: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        r#"[server]
+workers = 1
+drain_timeout = "2s"
+[log]
+access_log = "off"
+[[listeners]]
+name = "edge"
+address = "{listen}"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "main"
+[[clusters]]
+name = "main"
+endpoints = ["{backend}"]
+"#
+    )
+}
+
+#[test]
+fn check_accepts_a_good_file() {
+    let path = config_file(
+        "good.toml",
+        &good_config("127.0.0.1:0".parse().unwrap(), free_addr()),
+    );
+    let output = rpcgate()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("configuration OK"),
+        "{}",
+        text(&output)
+    );
+}
+
+const BAD: &str = r#"[server]
+workers = 1
+
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+bogus_key = 1
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "main"
+[[clusters]]
+name = "main"
+endpoints = ["127.0.0.1:1"]
+"#;
+
+#[test]
+fn check_reports_errors_with_location_and_key() {
+    let path = config_file("bad.toml", BAD);
+    let output = rpcgate()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let said = text(&output);
+    assert!(
+        said.contains(&format!("{}:7:1", path.display())),
+        "no file:line:col in {said}"
+    );
+    assert!(said.contains("bogus_key"), "the key is not named: {said}");
+    assert!(!said.contains("configuration OK"));
+}
+
+#[test]
+fn check_rejects_a_key_not_implemented_yet() {
+    let path = config_file(
+        "tls.toml",
+        r#"[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[listeners.tls]
+cert = "server-cert.pem"
+key = "server-key.pem"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "main"
+[[clusters]]
+name = "main"
+endpoints = ["127.0.0.1:1"]
+"#,
+    );
+    let output = rpcgate()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("is not implemented yet"), "{said}");
+    assert!(said.contains("listeners.tls"), "{said}");
+}
+
+#[test]
+fn run_with_a_bad_file_exits_1() {
+    let path = config_file("bad.toml", BAD);
+    let output = rpcgate().arg("run").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("bogus_key"), "{}", text(&output));
+}
+
+#[test]
+fn run_with_a_missing_file_exits_1() {
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-rpcgate.toml");
+    let output = rpcgate()
+        .arg("run")
+        .arg("-c")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_calls_and_exits_0_on_sigterm() {
+    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let listen = free_addr();
+    let path = config_file("run.toml", &good_config(listen, backend.addr()));
+    let mut proxy = Running::spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
+    assert!(backend.calls() >= 1);
+    proxy.sigterm();
+    let status = proxy.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_1_when_the_listener_cannot_bind() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = config_file(
+        "taken.toml",
+        &good_config(taken.local_addr().unwrap(), free_addr()),
+    );
+    let mut proxy = Running::spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    let status = proxy.exit().await;
+    assert_eq!(status.code(), Some(1), "{}", proxy.output());
+    drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_serves_and_exits_0_on_sigterm() {
+    let listen = free_addr();
+    let mut backend = Running::spawn(
+        rpcgate()
+            .arg("backend")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--name")
+            .arg("x"),
+    );
+    assert_eq!(call_when_up(listen, &mut backend).await, "Hello Ann from x");
+    backend.sigterm();
+    let status = backend.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", backend.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_spreads_calls_over_its_backends() {
+    let mut demo = Running::spawn(rpcgate().arg("demo").arg("--calls").arg("9"));
+    let status = demo.exit().await;
+    let said = demo.output();
+    assert_eq!(status.code(), Some(0), "{said}");
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        assert!(said.contains(name), "{name} missing from:\n{said}");
+    }
+}
