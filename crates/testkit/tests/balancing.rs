@@ -276,7 +276,9 @@ async fn spawn_fixed_delay(name: &'static str, delay: Duration) -> SocketAddr {
 #[tokio::test]
 async fn p2c_ewma_prefers_the_fast_backend() {
     let fast = spawn_fixed_delay("fast", Duration::ZERO).await;
-    let slow = spawn_fixed_delay("slow", Duration::from_millis(30)).await;
+    // Far slower than any hiccup of the fast one on a busy machine: a peak-EWMA spike
+    // of the fast backend decays slowly (τ = 10 s) and must not outweigh this.
+    let slow = spawn_fixed_delay("slow", Duration::from_millis(150)).await;
     let config = common::simple_config(&[], "lb = \"p2c_ewma\"").replace(
         "endpoints = []",
         &format!("endpoints = [\"{fast}\", \"{slow}\"]"),

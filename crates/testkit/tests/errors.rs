@@ -577,3 +577,15 @@ async fn proxied_responses_carry_no_server_header() {
     assert_no_server_header(&headers);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn grpc_message_is_percent_encoded() {
+    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    // The path holds a `%`, which grpc-message must encode as %25.
+    let response = raw_grpc(proxy.addr, "/a%20b.Svc/M", &[]).await;
+    assert_trailers_only(&response, 12);
+    let message = response.headers["grpc-message"].to_str().unwrap();
+    assert!(message.contains("/a%2520b.Svc/M"), "{message}");
+    proxy.shutdown().await;
+}

@@ -480,3 +480,29 @@ cluster = "grpc"
     assert_eq!(b1.calls(), 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn cluster_authority_overrides_the_clients_towards_the_backend() {
+    let b1 = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let routes = r#"
+[[listeners.routes]]
+match.authority = "api.example.com"
+cluster = "main"
+"#;
+    let clusters = cluster("main", &[&b1], "authority = \"backend.internal:50051\"");
+    let proxy = common::start_proxy(&config(routes, &clusters));
+    let channel = Endpoint::from_shared(proxy.url())
+        .unwrap()
+        .origin("http://api.example.com".parse().unwrap())
+        .connect_timeout(common::WAIT)
+        .connect()
+        .await
+        .unwrap();
+    // Routing used the client's authority; the backend got the cluster's.
+    assert_eq!(say_hello(&channel).await.unwrap(), "b1");
+    assert_eq!(
+        b1.last_request().unwrap().authority.as_deref(),
+        Some("backend.internal:50051")
+    );
+    proxy.shutdown().await;
+}
