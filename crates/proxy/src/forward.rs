@@ -655,11 +655,16 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: SocketAddr, route: &Ro
     {
         headers.remove(header::TE);
     }
-    let ip = peer.ip().to_string();
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
+    // Every `x-forwarded-for` line counts (RFC 9110 §5.3: lines are one list), as
+    // NGINX's `$proxy_add_x_forwarded_for`; a value that is not text is dropped.
+    let mut forwarded = String::new();
+    for line in headers.get_all("x-forwarded-for") {
+        if let Ok(text) = line.to_str() {
+            forwarded.push_str(text);
+            forwarded.push_str(", ");
+        }
+    }
+    forwarded.push_str(&peer.ip().to_string());
     if let Ok(value) = HeaderValue::from_str(&forwarded) {
         headers.insert("x-forwarded-for", value);
     }
