@@ -272,8 +272,9 @@ impl Target<'_> {
 
 /// How one attempt failed, and whether the call may go to another endpoint.
 enum AttemptError {
-    /// The backend never saw the call (connect failure, refused, above GOAWAY).
-    NotProcessed(String, Outcome),
+    /// The backend never saw the call (connect failure, refused, above GOAWAY); the
+    /// flag says whether it was a connect failure.
+    NotProcessed(String, Outcome, bool),
     /// Anything else: final.
     Final(ProxyError),
 }
@@ -287,17 +288,17 @@ async fn forward_h2(
     let mut body = RequestBody::new(body);
     let mut tried: Vec<u64> = Vec::new();
     let mut last_failure = String::new();
-    let attempts = target
-        .cluster
-        .balancer
-        .endpoints()
-        .len()
-        .clamp(1, MAX_ATTEMPTS);
-    for _ in 0..attempts {
+    // A refused stream may be retried on the same endpoint (the pool then opens another
+    // connection); a failed connect is not repeated on an endpoint already tried.
+    let mut last_was_connect = false;
+    for _ in 0..MAX_ATTEMPTS {
         let Some(pick) = target.pick(&tried) else {
             return end.local_error(ProxyError::NoEndpoint(target.cluster.name.to_string()));
         };
         let endpoint = pick.endpoint;
+        if last_was_connect && tried.contains(&endpoint.id()) {
+            break;
+        }
         end.attempts += 1;
         if let Some(record) = &mut end.record {
             record.endpoint = Some(endpoint.address().to_string());
@@ -330,7 +331,8 @@ async fn forward_h2(
                 end.guard = Some(guard);
                 return respond_h2(response, slot, &target, end);
             }
-            Err(AttemptError::NotProcessed(reason, outcome)) => {
+            Err(AttemptError::NotProcessed(reason, outcome, connect)) => {
+                last_was_connect = connect;
                 tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), %reason, "attempt never reached the backend");
                 guard.finish(outcome);
                 tried.push(endpoint.id());
@@ -363,7 +365,7 @@ async fn attempt_h2(
         .upstreams
         .h2_slot(endpoint_id, address, target.cluster.connect_timeout)
         .await
-        .map_err(|e| AttemptError::NotProcessed(e.to_string(), Outcome::Failure))?;
+        .map_err(|e| AttemptError::NotProcessed(e.to_string(), Outcome::Failure, true))?;
     let request = upstream_request(parts, target, address)
         .map_err(|e| AttemptError::Final(ProxyError::BadRequest(e.to_string())))?;
     let sender = slot.sender();
@@ -417,12 +419,14 @@ fn classify_h2_error(error: &h2::Error, address: &str) -> AttemptError {
         return AttemptError::NotProcessed(
             format!("{address} is going away (GOAWAY) and did not take the stream"),
             Outcome::Success,
+            false,
         );
     }
     if error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM) {
         return AttemptError::NotProcessed(
             format!("{address} refused the stream"),
             Outcome::Failure,
+            false,
         );
     }
     if let (true, Some(reason)) = (error.is_reset(), error.reason()) {

@@ -169,13 +169,14 @@ async fn connect_h2(address: &str, connect_timeout: Duration) -> Result<H2Conn, 
         .map_err(|_| ConnectError::Timeout(address.to_string()))?
         .map_err(|e| ConnectError::Io(address.to_string(), e))?;
     let _ = stream.set_nodelay(true);
-    let (send, connection) = h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_reset_streams(1024)
         .handshake::<_, Bytes>(stream)
         .await
         .map_err(|e| ConnectError::Handshake(address.to_string(), e))?;
+    let ping_pong = connection.ping_pong();
     let closed = Arc::new(AtomicBool::new(false));
     let closed_by_task = closed.clone();
     let peer = address.to_string();
@@ -185,6 +186,20 @@ async fn connect_h2(address: &str, connect_timeout: Duration) -> Result<H2Conn, 
         }
         closed_by_task.store(true, Ordering::Release);
     });
+    // Until the backend's SETTINGS arrive, h2 assumes an unlimited stream count, and the
+    // calls waiting for this connection would all pile onto it and be refused. A server
+    // sends its SETTINGS before anything else, so once our PING is answered its
+    // MAX_CONCURRENT_STREAMS is known. One round trip per new connection.
+    if let Some(mut ping_pong) = ping_pong {
+        let settled = tokio::time::timeout(connect_timeout, ping_pong.ping(h2::Ping::opaque()));
+        match settled.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                return Err(ConnectError::Handshake(address.to_string(), error));
+            }
+            Err(_) => return Err(ConnectError::Timeout(address.to_string())),
+        }
+    }
     Ok(H2Conn {
         send,
         active: AtomicUsize::new(0),

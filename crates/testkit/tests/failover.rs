@@ -411,7 +411,6 @@ async fn concurrent_calls_share_one_upstream_connection() {
 /// A backend that allows 2 streams per connection: 10 concurrent slow calls make the
 /// proxy open more connections instead of queueing, so all 10 run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: a new upstream connection takes streams beyond the backend's limit before its SETTINGS arrive; refused streams are not retried on a single endpoint"]
 async fn stream_limit_opens_more_upstream_connections() {
     let backend = spawn_backend_on(
         bind().await,
@@ -453,7 +452,6 @@ async fn stream_limit_opens_more_upstream_connections() {
 
 /// Same with the pool warm (the backend's SETTINGS already known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: a new upstream connection takes streams beyond the backend's limit before its SETTINGS arrive; refused streams are not retried on a single endpoint"]
 async fn stream_limit_opens_more_connections_when_warm() {
     let backend = spawn_backend_on(
         bind().await,
