@@ -129,6 +129,8 @@ pub struct ListenerTlsFile {
     pub client_ca: Option<Spanned<String>>,
     /// `required` (default when `client_ca` is set) | `optional`.
     pub client_auth: Option<Spanned<String>>,
+    /// Total time a client may take to complete the TLS handshake (default `"10s"`).
+    pub handshake_timeout: Option<Spanned<String>>,
 }
 
 /// `[[listeners.routes]]`.
@@ -343,4 +345,6 @@ pub struct ClusterTlsFile {
     pub key: Option<Spanned<String>>,
     /// Name checked in the backends' certificates (and sent as SNI).
     pub server_name: Option<Spanned<String>>,
+    /// DANGEROUS: accept any backend certificate (no verification); `check` warns.
+    pub insecure_skip_verify: Option<Spanned<bool>>,
 }

@@ -24,6 +24,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Clusters in file order (`[[clusters]]`); routes refer to them by index.
     pub clusters: Vec<Cluster>,
+    /// Things that are valid but risky (`insecure_skip_verify`), one line each as
+    /// `file:line:col: key: message`; `check` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`: process-wide settings.
@@ -94,6 +97,59 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// Routes in file order; the first that matches wins.
     pub routes: Vec<Route>,
+    /// `[listeners.tls]`: TLS with ALPN h2 and http/1.1, when present.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A PEM file named in the configuration, read when the configuration is loaded so that
+/// `check` and a reload validate the TLS files too (an unreadable file is a config error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// The path as resolved (relative paths are relative to the config file's folder).
+    pub path: PathBuf,
+    /// The file's bytes.
+    pub pem: Vec<u8>,
+}
+
+/// `[listeners.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Certificate chain, leaf first.
+    pub cert: PemFile,
+    /// Private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PemFile,
+    /// CA bundle client certificates must chain to; present = mutual TLS.
+    pub client_ca: Option<PemFile>,
+    /// Whether a client certificate is required or optional (only with `client_ca`).
+    pub client_auth: ClientAuth,
+    /// Total deadline for the handshake, so a stalled handshake cannot hold a connection.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+/// `client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for (no `client_ca`).
+    None,
+    /// A valid client certificate is required (the default with `client_ca`).
+    Required,
+    /// A client certificate is verified when given; clients without one are accepted.
+    Optional,
+}
+
+/// `[clusters.tls]`: TLS towards the backends (`protocol = "h2"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterTls {
+    /// CA bundle backend certificates must chain to; absent = the system's roots.
+    pub ca: Option<PemFile>,
+    /// Client certificate chain and key for mutual TLS towards the backends.
+    pub identity: Option<(PemFile, PemFile)>,
+    /// Name sent as SNI and checked in the backends' certificates; absent = the
+    /// endpoint's host.
+    pub server_name: Option<String>,
+    /// Accept any backend certificate. Dangerous: only for tests.
+    pub insecure_skip_verify: bool,
 }
 
 /// `[[listeners.routes]]`: which calls go to which cluster.
@@ -150,6 +206,8 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// Passive health (NGINX `max_fails`/`fail_timeout`). Default 1 failure / 10 s.
     pub passive_health: PassiveHealth,
+    /// TLS towards the backends; `Some` exactly when `protocol` is `H2`.
+    pub tls: Option<ClusterTls>,
 }
 
 /// One backend address with its weight.

@@ -21,13 +21,14 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::file::{
-    ClusterFile, EndpointFile, FileConfig, HeaderMapFile, ListenerFile, MatchFile, RouteFile,
-    Spanned,
+    ClusterFile, ClusterTlsFile, EndpointFile, FileConfig, HeaderMapFile, ListenerFile, MatchFile,
+    RouteFile, Spanned,
 };
 use crate::locate::{KeyPath, Source};
 use crate::runtime::{
-    AccessLogTarget, Admin, Cluster, Config, Endpoint, HashKey, LbPolicy, Listener, Log, LogFormat,
-    PassiveHealth, Route, RouteMatch, Server, UpstreamProtocol,
+    AccessLogTarget, Admin, ClientAuth, Cluster, ClusterTls, Config, Endpoint, HashKey, LbPolicy,
+    Listener, ListenerTls, Log, LogFormat, PassiveHealth, PemFile, Route, RouteMatch, Server,
+    UpstreamProtocol,
 };
 
 /// Keys that parse but that this release does not act on yet; using one is an error
@@ -39,7 +40,6 @@ use crate::runtime::{
 /// are accepted with that value; validation only consults this list otherwise.
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin",
-    "listeners.tls",
     "listeners.max_connection_age",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
@@ -54,8 +54,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "clusters.active_health",
     "clusters.circuit_breaker",
     "clusters.discovery",
-    "clusters.tls",
-    r#"clusters.protocol = "h2""#,
 ];
 
 /// Parses and validates `text`; `name` is the file name used in errors.
@@ -97,12 +95,19 @@ pub(crate) fn parse_text(
             )));
         }
     };
+    let base_dir = source_path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf);
     let mut v = Validator {
         src: &src,
         errors: Vec::new(),
+        warnings: Vec::new(),
+        base_dir,
     };
-    let config = v.config(&file, source_path);
+    let mut config = v.config(&file, source_path);
     if v.errors.is_empty() {
+        config.warnings = v.warnings;
         Ok(config)
     } else {
         v.errors.sort_by_key(|e| (e.line(), e.col()));
@@ -206,13 +211,81 @@ const DEFAULT_MAX_HEADER_BYTES: u32 = 16 * 1024;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Validator<'s> {
     src: &'s Source<'s>,
     errors: Vec<ConfigError>,
+    /// Valid but risky settings, formatted like errors.
+    warnings: Vec<String>,
+    /// The config file's folder: relative TLS file paths are resolved against it.
+    base_dir: Option<PathBuf>,
+}
+
+/// What a PEM file must contain.
+#[derive(Debug, Clone, Copy)]
+enum PemKind {
+    /// One or more certificates (a chain or a CA bundle).
+    Certificates,
+    /// One private key.
+    PrivateKey,
 }
 
 impl Validator<'_> {
+    /// A warning about a value, at the value.
+    fn warn(&mut self, span: &Range<usize>, key: &KeyPath, message: impl Into<String>) {
+        let w = self.src.error(span, key, message);
+        self.warnings.push(w.to_string());
+    }
+
+    /// Reads and checks a PEM file named at `value` (relative to the config's folder).
+    fn pem_file(
+        &mut self,
+        value: &Spanned<String>,
+        key: &KeyPath,
+        kind: PemKind,
+    ) -> Option<PemFile> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let named = PathBuf::from(value.get_ref());
+        let path = match &self.base_dir {
+            Some(dir) if named.is_relative() => dir.join(&named),
+            _ => named,
+        };
+        let pem = match std::fs::read(&path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                self.err(
+                    &value.span(),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        };
+        let problem = match kind {
+            PemKind::Certificates => {
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                match certs {
+                    Ok(certs) if certs.is_empty() => Some("no CERTIFICATE block found".to_owned()),
+                    Ok(_) => None,
+                    Err(e) => Some(format!("not a valid PEM certificate file: {e}")),
+                }
+            }
+            PemKind::PrivateKey => match PrivateKeyDer::from_pem_slice(&pem) {
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "no usable private key (PKCS#8, PKCS#1 RSA or SEC1 EC PEM): {e}"
+                )),
+            },
+        };
+        if let Some(problem) = problem {
+            self.err(&value.span(), key, format!("{}: {problem}", path.display()));
+            return None;
+        }
+        Some(PemFile { path, pem })
+    }
+
     /// An error about a value, at the value.
     fn err(&mut self, span: &Range<usize>, key: &KeyPath, message: impl Into<String>) {
         let e = self.src.error(span, key, message);
@@ -349,6 +422,7 @@ impl Validator<'_> {
             log,
             listeners,
             clusters,
+            warnings: Vec::new(),
         }
     }
 
@@ -532,10 +606,14 @@ impl Validator<'_> {
         if let Some(v) = &l.rate_limit {
             self.not_implemented("listeners.rate_limit", &key.key("rate_limit"), &v.span());
         }
-        if let Some(tls) = &l.tls {
+        let tls = l.tls.as_ref().and_then(|tls| {
             let k = key.key("tls");
-            self.not_implemented("listeners.tls", &k, &tls.span());
             let t = tls.get_ref();
+            let mut client_auth = if t.client_ca.is_some() {
+                ClientAuth::Required
+            } else {
+                ClientAuth::None
+            };
             if let Some(auth) = &t.client_auth {
                 if t.client_ca.is_none() {
                     self.key_err(
@@ -543,18 +621,37 @@ impl Validator<'_> {
                         &k.key("client_auth"),
                         "client_auth needs client_ca (the CA that client certificates must chain to)",
                     );
-                } else if !["required", "optional"].contains(&auth.get_ref().as_str()) {
-                    self.err(
-                        &auth.span(),
-                        &k.key("client_auth"),
-                        format!(
-                            "unknown value {:?}, expected required or optional",
-                            auth.get_ref()
+                } else {
+                    match auth.get_ref().as_str() {
+                        "required" => client_auth = ClientAuth::Required,
+                        "optional" => client_auth = ClientAuth::Optional,
+                        other => self.err(
+                            &auth.span(),
+                            &k.key("client_auth"),
+                            format!("unknown value {other:?}, expected required or optional"),
                         ),
-                    );
+                    }
                 }
             }
-        }
+            let handshake_timeout = self.positive_duration(
+                t.handshake_timeout.as_ref(),
+                &k.key("handshake_timeout"),
+                DEFAULT_HANDSHAKE_TIMEOUT,
+            );
+            let cert = self.pem_file(&t.cert, &k.key("cert"), PemKind::Certificates);
+            let private_key = self.pem_file(&t.key, &k.key("key"), PemKind::PrivateKey);
+            let client_ca = match &t.client_ca {
+                Some(ca) => Some(self.pem_file(ca, &k.key("client_ca"), PemKind::Certificates)?),
+                None => None,
+            };
+            Some(ListenerTls {
+                cert: cert?,
+                key: private_key?,
+                client_ca,
+                client_auth,
+                handshake_timeout,
+            })
+        });
 
         let routes = l
             .routes
@@ -570,6 +667,7 @@ impl Validator<'_> {
             max_header_bytes,
             idle_timeout,
             routes,
+            tls,
         }
     }
 
@@ -802,14 +900,7 @@ impl Validator<'_> {
             Some(p) => match p.get_ref().as_str() {
                 "h2c" => UpstreamProtocol::H2c,
                 "http1" => UpstreamProtocol::Http1,
-                "h2" => {
-                    self.not_implemented(
-                        r#"clusters.protocol = "h2""#,
-                        &key.key("protocol"),
-                        &p.span(),
-                    );
-                    UpstreamProtocol::H2
-                }
+                "h2" => UpstreamProtocol::H2,
                 other => {
                     self.err(
                         &p.span(),
@@ -820,17 +911,22 @@ impl Validator<'_> {
                 }
             },
         };
-        if let Some(tls) = &c.tls {
-            let k = key.key("tls");
-            self.not_implemented("clusters.tls", &k, &tls.span());
-            if protocol != UpstreamProtocol::H2 {
-                self.key_err(
-                    &tls.span(),
-                    &k,
-                    "[clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
-                );
+        let tls = match &c.tls {
+            Some(tls) => {
+                let k = key.key("tls");
+                if protocol != UpstreamProtocol::H2 {
+                    self.key_err(
+                        &tls.span(),
+                        &k,
+                        "[clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
+                    );
+                }
+                Some(self.cluster_tls(tls.get_ref(), &k, &tls.span()))
             }
-        }
+            // `protocol = "h2"` alone: verify backends against the system's roots.
+            None if protocol == UpstreamProtocol::H2 => Some(ClusterTls::default()),
+            None => None,
+        };
 
         let authority = c
             .authority
@@ -893,6 +989,65 @@ impl Validator<'_> {
             authority,
             connect_timeout,
             passive_health,
+            tls,
+        }
+    }
+
+    fn cluster_tls(&mut self, t: &ClusterTlsFile, k: &KeyPath, span: &Range<usize>) -> ClusterTls {
+        let ca =
+            t.ca.as_ref()
+                .and_then(|ca| self.pem_file(ca, &k.key("ca"), PemKind::Certificates));
+        let identity = match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => {
+                let cert = self.pem_file(cert, &k.key("cert"), PemKind::Certificates);
+                let key = self.pem_file(key, &k.key("key"), PemKind::PrivateKey);
+                cert.zip(key)
+            }
+            (Some(_), None) => {
+                self.key_err(
+                    span,
+                    &k.key("cert"),
+                    "cert needs key (mutual TLS towards the backends)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.key_err(
+                    span,
+                    &k.key("key"),
+                    "key needs cert (mutual TLS towards the backends)",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let server_name = t.server_name.as_ref().and_then(|name| {
+            let value = name.get_ref();
+            if rustls_pki_types::ServerName::try_from(value.as_str()).is_err() {
+                self.err(
+                    &name.span(),
+                    &k.key("server_name"),
+                    format!("invalid server name {value:?}"),
+                );
+                return None;
+            }
+            Some(value.clone())
+        });
+        let insecure_skip_verify = t.insecure_skip_verify.as_ref().is_some_and(|v| {
+            if *v.get_ref() {
+                self.warn(
+                    &v.span(),
+                    &k.key("insecure_skip_verify"),
+                    "backend certificates are NOT verified: anyone on the path can impersonate the backends; use it for tests only",
+                );
+            }
+            *v.get_ref()
+        });
+        ClusterTls {
+            ca,
+            identity,
+            server_name,
+            insecure_skip_verify,
         }
     }
 

@@ -78,6 +78,8 @@ pub(crate) struct ClusterState {
     pub(crate) authority: Option<http::uri::Authority>,
     pub(crate) connect_timeout: Duration,
     pub(crate) hash_key: Option<HashKey>,
+    /// TLS towards the backends (`protocol = "h2"`).
+    pub(crate) tls: Option<crate::upstream::UpstreamTls>,
     /// Whether the last pick was in panic mode, so the log says it once per episode.
     pub(crate) in_panic: AtomicBool,
 }
@@ -89,6 +91,8 @@ pub(crate) struct ConnCtx {
     pub(crate) listener: usize,
     pub(crate) peer: SocketAddr,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// The verified client certificate (mutual TLS listeners).
+    pub(crate) client_identity: Option<crate::tls::ClientIdentity>,
     /// Calls in flight on this connection (for the idle timeout).
     pub(crate) active: AtomicUsize,
     /// When the last call ended, in ms since `since`.
@@ -155,6 +159,14 @@ async fn proxy_call(
     }
 
     let request_id = ensure_request_id(&mut parts.headers);
+    // Only rpcgate may say which client certificate was verified: a client-sent value
+    // is never passed on.
+    parts.headers.remove("x-forwarded-client-cert");
+    if let Some(identity) = &conn.client_identity {
+        parts
+            .headers
+            .insert("x-forwarded-client-cert", identity.xfcc.clone());
+    }
     let authority = request_authority(&parts.uri, &parts.headers);
     let route_index = listener.router.find(&RequestView {
         path: parts.uri.path(),
@@ -178,6 +190,7 @@ async fn proxy_call(
             grpc_method,
             protocol: version_name(parts.version),
             user_agent: header_string(&parts.headers, header::USER_AGENT),
+            tls_client_subject: conn.client_identity.as_ref().map(|i| i.subject.clone()),
             request_id: Some(request_id.clone()),
             ..Default::default()
         })
@@ -363,7 +376,12 @@ async fn attempt_h2(
 ) -> Result<(Response<h2::RecvStream>, StreamSlot), AttemptError> {
     let slot = target
         .upstreams
-        .h2_slot(endpoint_id, address, target.cluster.connect_timeout)
+        .h2_slot(
+            endpoint_id,
+            address,
+            target.cluster.connect_timeout,
+            target.cluster.tls.as_ref(),
+        )
         .await
         .map_err(|e| AttemptError::NotProcessed(e.to_string(), Outcome::Failure, true))?;
     let request = upstream_request(parts, target, address)
@@ -573,8 +591,13 @@ fn upstream_request(
     address: &str,
 ) -> Result<Request<()>, http::Error> {
     let authority = target.authority.as_deref().unwrap_or(address);
+    let scheme = if target.cluster.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
         .build()?;

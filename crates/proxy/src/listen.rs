@@ -20,13 +20,14 @@ use rpcgate_config::{Config, LbPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
 use crate::forward::{ClusterState, ConnCtx, ListenerState, RouteState, Shared};
 use crate::route::Router;
-use crate::server;
 use crate::upstream::Upstreams;
+use crate::{server, tls};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
@@ -53,6 +54,9 @@ pub enum StartError {
     /// A configured header could not be used.
     #[error("header {0}: invalid name or value")]
     Header(String),
+    /// A TLS configuration could not be built (key does not match certificate, …).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The proxy: entry point of the request path.
@@ -83,6 +87,15 @@ impl Proxy {
                 limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
                 builder: Arc::new(server::builder(listener)),
                 idle_timeout: listener.idle_timeout,
+                tls: match &listener.tls {
+                    Some(tls) => Some((
+                        TlsAcceptor::from(tls::server_config(tls).map_err(|e| {
+                            StartError::Tls(format!("listener {}: {e}", listener.name))
+                        })?),
+                        tls.handshake_timeout,
+                    )),
+                    None => None,
+                },
             });
         }
         let bound = Arc::new(bound);
@@ -165,7 +178,6 @@ impl Drop for ProxyHandle {
 }
 
 /// A bound listener and what its connections share.
-#[derive(Debug)]
 struct BoundListener {
     name: String,
     address: SocketAddr,
@@ -173,6 +185,8 @@ struct BoundListener {
     limit: Arc<Semaphore>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
+    /// The TLS acceptor and handshake deadline of a TLS listener.
+    tls: Option<(TlsAcceptor, Duration)>,
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -258,20 +272,53 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ctx = Arc::new(ConnCtx {
-            shared: shared.clone(),
-            listener: index,
-            peer,
-            upstreams: upstreams.clone(),
-            active: AtomicUsize::new(0),
-            last_active_ms: AtomicU64::new(0),
-            since: Instant::now(),
-        });
+        let _ = stream.set_nodelay(true);
+        let new_ctx = {
+            let shared = shared.clone();
+            let upstreams = upstreams.clone();
+            move |client_identity| {
+                Arc::new(ConnCtx {
+                    shared,
+                    listener: index,
+                    peer,
+                    upstreams,
+                    client_identity,
+                    active: AtomicUsize::new(0),
+                    last_active_ms: AtomicU64::new(0),
+                    since: Instant::now(),
+                })
+            }
+        };
         let builder = listener.builder.clone();
         let idle_timeout = listener.idle_timeout;
         let shutdown = shutdown.clone();
+        let tls = listener.tls.clone();
+        let name = listener.name.clone();
         connections.spawn(async move {
-            server::serve(stream, ctx, builder, idle_timeout, shutdown).await;
+            match tls {
+                None => {
+                    let ctx = new_ctx(None);
+                    server::serve(stream, ctx, builder, idle_timeout, shutdown).await;
+                }
+                Some((acceptor, deadline)) => {
+                    // A total deadline: a client that stalls mid-handshake cannot hold
+                    // the connection (and its max_connections slot).
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let identity =
+                                tls::client_identity(tls_stream.get_ref().1.peer_certificates());
+                            let ctx = new_ctx(identity);
+                            server::serve(tls_stream, ctx, builder, idle_timeout, shutdown).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::warn!(listener = %name, %peer, %error, "TLS handshake failed; connection closed");
+                        }
+                        Err(_) => {
+                            tracing::warn!(listener = %name, %peer, timeout = ?deadline, "TLS handshake not completed in time; connection closed");
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -309,8 +356,19 @@ fn build_shared(config: &Config) -> Result<Shared, StartError> {
                 ),
                 None => None,
             };
+            let tls =
+                match &cluster.tls {
+                    Some(tls) => Some(crate::upstream::UpstreamTls {
+                        connector: TlsConnector::from(tls::client_config(tls).map_err(|e| {
+                            StartError::Tls(format!("cluster {}: {e}", cluster.name))
+                        })?),
+                        server_name: tls.server_name.clone(),
+                    }),
+                    None => None,
+                };
             Ok(ClusterState {
                 index,
+                tls,
                 name: cluster.name.as_str().into(),
                 balancer: Arc::new(Balancer::new(policy, passive, endpoints)),
                 protocol: cluster.protocol,

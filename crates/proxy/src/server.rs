@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rpcgate_config::Listener;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -49,14 +49,15 @@ pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one accepted connection until it closes, goes idle, or shutdown drains it.
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<IO>(
+    stream: IO,
     ctx: Arc<ConnCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = ctx.peer;
     let service_ctx = ctx.clone();
     let service = service_fn(move |request| forward::handle(request, service_ctx.clone()));

@@ -21,7 +21,9 @@ use bytes::Bytes;
 use hyper_util::client::legacy::Client as Http1Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -36,6 +38,23 @@ const STREAM_WINDOW: u32 = 1 << 20;
 /// Flow-control window per upstream connection, shared by its streams.
 const CONNECTION_WINDOW: u32 = 8 << 20;
 
+/// TLS towards a cluster's backends.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The rustls connector (configuration shared by every connection).
+    pub connector: TlsConnector,
+    /// `server_name` from the config; `None` = each endpoint's host.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a connection to a backend could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -45,6 +64,10 @@ pub enum ConnectError {
     /// The TCP connect failed (refused, unreachable, DNS).
     #[error("connect to {0} failed: {1}")]
     Io(String, std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name, no client
+    /// certificate accepted, not a TLS server, …).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, String),
     /// The HTTP/2 handshake failed.
     #[error("HTTP/2 handshake with {0} failed: {1}")]
     Handshake(String, h2::Error),
@@ -122,6 +145,7 @@ impl Upstreams {
         endpoint_id: u64,
         address: &str,
         connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
     ) -> Result<StreamSlot, ConnectError> {
         let conns = {
             let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,7 +159,7 @@ impl Upstreams {
         if let Some(slot) = conns.try_reserve() {
             return Ok(slot);
         }
-        let conn = Arc::new(connect_h2(address, connect_timeout).await?);
+        let conn = Arc::new(connect_h2(address, connect_timeout, tls).await?);
         conn.active.fetch_add(1, Ordering::Relaxed);
         conns
             .conns
@@ -163,12 +187,38 @@ impl Upstreams {
     }
 }
 
-async fn connect_h2(address: &str, connect_timeout: Duration) -> Result<H2Conn, ConnectError> {
+async fn connect_h2(
+    address: &str,
+    connect_timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<H2Conn, ConnectError> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
         .await
         .map_err(|_| ConnectError::Timeout(address.to_string()))?
         .map_err(|e| ConnectError::Io(address.to_string(), e))?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return h2_handshake(stream, address, connect_timeout).await;
+    };
+    let tls_error = |reason: String| ConnectError::Tls(address.to_string(), reason);
+    let name = crate::tls::server_name(tls.server_name.as_deref(), address)
+        .map_err(|e| tls_error(e.to_string()))?;
+    let stream = tokio::time::timeout(connect_timeout, tls.connector.connect(name, stream))
+        .await
+        .map_err(|_| tls_error("timed out".into()))?
+        .map_err(|e| tls_error(e.to_string()))?;
+    h2_handshake(stream, address, connect_timeout).await
+}
+
+/// The HTTP/2 handshake over an established (plain or TLS) stream.
+async fn h2_handshake<IO>(
+    stream: IO,
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<H2Conn, ConnectError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

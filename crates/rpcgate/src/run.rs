@@ -16,6 +16,9 @@ pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
         }
     };
     crate::init_tracing(log_level, &config.log.level);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
