@@ -234,40 +234,6 @@ fn a_cluster_needs_endpoints_or_discovery() {
 }
 
 #[test]
-fn tls_checks() {
-    let with_tls = MINIMAL.to_owned() + "\n[clusters.tls]\nca = \"ca.pem\"\n";
-    assert_eq!(
-        lines(&with_tls),
-        [
-            "t.toml:13:1: clusters.tls is not implemented yet",
-            "t.toml:13:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
-        ]
-    );
-
-    let listener_tls = minimal_with(
-        "address = \"127.0.0.1:8080\"",
-        "[listeners.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"optional\"",
-    );
-    assert_eq!(
-        lines(&listener_tls),
-        [
-            "t.toml:5:1: listeners.tls is not implemented yet",
-            "t.toml:8:1: listeners[0].tls.client_auth: client_auth needs client_ca (the CA that client certificates must chain to)",
-        ]
-    );
-    let bad_auth = listener_tls.replace(
-        "client_auth = \"optional\"",
-        "client_ca = \"ca.pem\"\nclient_auth = \"sometimes\"",
-    );
-    let got = lines(&bad_auth);
-    assert_eq!(got.len(), 2);
-    assert_eq!(
-        got[1],
-        "t.toml:9:15: listeners[0].tls.client_auth: unknown value \"sometimes\", expected required or optional"
-    );
-}
-
-#[test]
 fn log_values() {
     let text =
         format!("[log]\nlevel = \"verbose\"\naccess_log = \"\"\nformat = \"xml\"\n{MINIMAL}");

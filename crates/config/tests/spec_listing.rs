@@ -1,11 +1,15 @@
-//! The SPEC §2 reference listing: every key in it parses, and validation refuses exactly
-//! the keys that a later release builds, at their lines.
+//! The SPEC §2 reference listing: every key in it parses, validation refuses exactly the
+//! keys that a later release builds, at their lines, and its TLS tables load with real
+//! PEM files.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
+use std::time::Duration;
+
 use rpcgate_config::file::{EndpointFile, FileConfig};
 use rpcgate_config::validate::NOT_IMPLEMENTED;
+use rpcgate_config::{ClientAuth, ConfigErrors, UpstreamProtocol};
 
 const SPEC: &str = include_str!("fixtures/spec.toml");
 
@@ -59,42 +63,71 @@ fn the_commented_discovery_forms_parse_too() {
     }
 }
 
+/// The SPEC listing written as `<dir>/rpcgate.toml` next to real PEM files at the paths it
+/// names (`certs/…`, relative to the file's folder), so only the listing's own problems
+/// are reported.
+fn load_listing(dir: &common::TempDir, text: &str) -> ConfigErrors {
+    common::write_pki(dir);
+    match common::load_in(dir, text) {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// The error lines, with the temp folder's file name shortened to `rpcgate.toml`.
+fn short_lines(dir: &common::TempDir, errors: &ConfigErrors) -> Vec<String> {
+    let file = dir.path().join("rpcgate.toml").display().to_string();
+    errors
+        .errors()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.file(), file);
+            e.to_string().replacen(&file, "rpcgate.toml", 1)
+        })
+        .collect()
+}
+
+/// The listing made consistent (the clusters it routes to exist, `ring_hash` for its
+/// `hash_key`, `h2` for its `[clusters.tls]`).
+fn consistent(listing: &str) -> String {
+    listing
+        .replace(r#"lb = "round_robin" "#, r#"lb = "ring_hash"   "#)
+        .replace(r#"protocol = "h2c" "#, r#"protocol = "h2"  "#)
+        + "\n[[clusters]]\nname = \"auth\"\nendpoints = [\"127.0.0.1:1\"]\n\
+           \n[[clusters]]\nname = \"rest\"\nendpoints = [\"127.0.0.1:2\"]\n"
+}
+
 /// The listing is a reference of keys, not a consistent file: besides the keys of a
 /// later release, it routes to clusters it does not define (`auth`, `rest`), gives
 /// `hash_key` with `round_robin`, and `[clusters.tls]` with `protocol = "h2c"`.
 #[test]
 fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
-    let got: Vec<String> = common::lines(SPEC);
+    let dir = common::TempDir::new("verbatim_listing");
+    let got = short_lines(&dir, &load_listing(&dir, SPEC));
     let want = [
-        "t.toml:5:1: admin is not implemented yet",
-        "t.toml:25:1: listeners.allow is not implemented yet",
-        "t.toml:26:1: listeners.deny is not implemented yet",
-        "t.toml:27:1: listeners.rate_limit is not implemented yet",
-        "t.toml:29:1: listeners.tls is not implemented yet",
-        "t.toml:37:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
-        "t.toml:43:1: routes.retry is not implemented yet",
-        "t.toml:44:1: routes.rate_limit is not implemented yet",
-        "t.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
-        "t.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
-        "t.toml:63:1: clusters.active_health is not implemented yet",
-        "t.toml:64:1: clusters.circuit_breaker is not implemented yet",
-        "t.toml:65:1: clusters.discovery is not implemented yet",
-        "t.toml:69:1: clusters.tls is not implemented yet",
-        "t.toml:69:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
+        "rpcgate.toml:5:1: admin is not implemented yet",
+        "rpcgate.toml:25:1: listeners.allow is not implemented yet",
+        "rpcgate.toml:26:1: listeners.deny is not implemented yet",
+        "rpcgate.toml:27:1: listeners.rate_limit is not implemented yet",
+        "rpcgate.toml:37:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
+        "rpcgate.toml:43:1: routes.retry is not implemented yet",
+        "rpcgate.toml:44:1: routes.rate_limit is not implemented yet",
+        "rpcgate.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
+        "rpcgate.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
+        "rpcgate.toml:63:1: clusters.active_health is not implemented yet",
+        "rpcgate.toml:64:1: clusters.circuit_breaker is not implemented yet",
+        "rpcgate.toml:65:1: clusters.discovery is not implemented yet",
+        "rpcgate.toml:69:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
     ];
     assert_eq!(got, want);
 }
 
-/// The listing made consistent (the clusters it routes to exist, `ring_hash` for its
-/// `hash_key`, `h2` for its `[clusters.tls]`): only the keys of a later release are refused.
+/// Made consistent, only the keys of a later release are refused; `[listeners.tls]`,
+/// `[clusters.tls]` and `protocol = "h2"` are not among them.
 #[test]
 fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
-    let text = SPEC
-        .replace(r#"lb = "round_robin" "#, r#"lb = "ring_hash"   "#)
-        .replace(r#"protocol = "h2c" "#, r#"protocol = "h2"  "#)
-        + "\n[[clusters]]\nname = \"auth\"\nendpoints = [\"127.0.0.1:1\"]\n\
-           \n[[clusters]]\nname = \"rest\"\nendpoints = [\"127.0.0.1:2\"]\n";
-    let errors = common::err(&text);
+    let dir = common::TempDir::new("consistent_listing");
+    let errors = load_listing(&dir, &consistent(SPEC));
     let got: Vec<(usize, usize, &str, &str)> = errors
         .errors()
         .iter()
@@ -121,12 +154,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             "listeners.rate_limit is not implemented yet",
         ),
         (
-            29,
-            1,
-            "listeners[0].tls",
-            "listeners.tls is not implemented yet",
-        ),
-        (
             43,
             1,
             "listeners[0].routes[1].retry",
@@ -137,12 +164,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             1,
             "listeners[0].routes[1].rate_limit",
             "routes.rate_limit is not implemented yet",
-        ),
-        (
-            57,
-            1,
-            "clusters[0].protocol",
-            "clusters.protocol = \"h2\" is not implemented yet",
         ),
         (
             63,
@@ -162,19 +183,69 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             "clusters[0].discovery",
             "clusters.discovery is not implemented yet",
         ),
-        (
-            69,
-            1,
-            "clusters[0].tls",
-            "clusters.tls is not implemented yet",
-        ),
     ];
     assert_eq!(got, want);
     // The line form drops the key path, since the message names the key.
     assert_eq!(
-        errors.errors()[4].to_string(),
-        "t.toml:29:1: listeners.tls is not implemented yet"
+        short_lines(&dir, &errors)[1],
+        "rpcgate.toml:25:1: listeners.allow is not implemented yet"
     );
+}
+
+/// Without the keys of a later release, the consistent listing loads, and its TLS tables
+/// land in the runtime config with the files read from the config's folder.
+#[test]
+fn the_listing_without_later_keys_loads_with_its_tls_files() {
+    let later = [
+        "[admin]",
+        "address = \"127.0.0.1:9901\"",
+        "allow =",
+        "deny =",
+        "rate_limit =",
+        "retry =",
+        "active_health =",
+        "circuit_breaker =",
+        "discovery =",
+    ];
+    let text: String = consistent(SPEC)
+        .lines()
+        .filter(|line| !later.iter().any(|k| line.starts_with(k)))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let dir = common::TempDir::new("listing_loads");
+    common::write_pki(&dir);
+    let config = match common::load_in(&dir, &text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    };
+    let pki = common::pki();
+    let certs = dir.path().join("certs");
+
+    let tls = config.listeners[0].tls.as_ref().expect("[listeners.tls]");
+    assert_eq!(tls.cert.path, certs.join("server-cert.pem"));
+    assert_eq!(tls.cert.pem, pki.server_cert.as_bytes());
+    assert_eq!(tls.key.path, certs.join("server-key.pem"));
+    assert_eq!(tls.key.pem, pki.server_key.as_bytes());
+    let client_ca = tls.client_ca.as_ref().expect("client_ca");
+    assert_eq!(client_ca.path, certs.join("ca-cert.pem"));
+    assert_eq!(client_ca.pem, pki.ca_cert.as_bytes());
+    assert_eq!(tls.client_auth, ClientAuth::Required);
+    assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+
+    let laptop = &config.clusters[0];
+    assert_eq!(laptop.protocol, UpstreamProtocol::H2);
+    let tls = laptop.tls.as_ref().expect("[clusters.tls]");
+    assert_eq!(tls.ca.as_ref().unwrap().path, certs.join("ca-cert.pem"));
+    let (cert, key) = tls.identity.as_ref().expect("cert and key");
+    assert_eq!(cert.path, certs.join("client-cert.pem"));
+    assert_eq!(cert.pem, pki.client_cert.as_bytes());
+    assert_eq!(key.path, certs.join("client-key.pem"));
+    assert_eq!(key.pem, pki.client_key.as_bytes());
+    assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+    assert!(!tls.insecure_skip_verify);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // The clusters added to make it consistent are h2c: no TLS.
+    assert!(config.clusters[1..].iter().all(|c| c.tls.is_none()));
 }
 
 /// Keys with an "off" value are accepted (the listing's `"0s"`, `false`, `[]`, `0`);
@@ -216,7 +287,6 @@ fn keys_with_an_off_value_are_refused_only_when_turned_on() {
 fn the_not_implemented_list_is_what_the_tests_cover() {
     let covered = [
         "admin",
-        "listeners.tls",
         "listeners.max_connection_age",
         "listeners.grpc_web",
         "listeners.cors_allowed_origins",
@@ -231,8 +301,6 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "clusters.active_health",
         "clusters.circuit_breaker",
         "clusters.discovery",
-        "clusters.tls",
-        r#"clusters.protocol = "h2""#,
     ];
     assert_eq!(NOT_IMPLEMENTED, covered);
 }
