@@ -252,6 +252,13 @@ impl Validator<'_> {
             Some(dir) if named.is_relative() => dir.join(&named),
             _ => named,
         };
+        // Only regular files: reading a FIFO named here would hang `check` and reloads.
+        let regular = std::fs::metadata(&path).map(|m| m.is_file());
+        if let Ok(false) = regular {
+            let message = format!("{} is not a regular file", path.display());
+            self.err(&value.span(), key, message);
+            return None;
+        }
         let pem = match std::fs::read(&path) {
             Ok(pem) => pem,
             Err(e) => {
