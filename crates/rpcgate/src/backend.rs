@@ -2,16 +2,24 @@
 
 use std::process::ExitCode;
 
-use rpcgate_testkit::{BackendOptions, serve_backend};
+use rpcgate_testkit::{BackendOptions, TlsServer, serve_backend};
 
 use crate::cli::BackendArgs;
 
-/// Serves until SIGTERM or SIGINT, then drains and exits 0.
+/// Serves (over TLS with `--tls-cert`/`--tls-key`, requiring client certificates with
+/// `--client-ca`) until SIGTERM or SIGINT, then drains and exits 0. Unreadable or invalid
+/// PEM files are reported before listening, with exit 1.
 pub fn main(args: BackendArgs, log_level: Option<&str>) -> ExitCode {
     crate::init_tracing(log_level, "info");
-    if args.tls_cert.is_some() {
-        eprintln!("rpcgate backend: --tls-cert/--tls-key/--client-ca are not implemented yet");
-        return ExitCode::FAILURE;
+    let mut options = BackendOptions::new(args.name.clone());
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match TlsServer::from_files(cert, key, args.client_ca.as_deref()) {
+            Ok(tls) => options = options.tls(tls),
+            Err(error) => {
+                eprintln!("rpcgate backend: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,8 +39,13 @@ pub fn main(args: BackendArgs, log_level: Option<&str>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(name = %args.name, address = %args.listen, "demo backend serving");
-        let served = serve_backend(listener, BackendOptions::new(args.name), stop_signal()).await;
+        let tls = match &options.tls {
+            Some(tls) if tls.client_ca_pem.is_some() => "mutual",
+            Some(_) => "on",
+            None => "off",
+        };
+        tracing::info!(name = %args.name, address = %args.listen, tls, "demo backend serving");
+        let served = serve_backend(listener, options, stop_signal()).await;
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -29,6 +29,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run one demo gRPC backend that tags its replies with its name.
     Backend(BackendArgs),
+    /// Write a development PKI: a CA, a server certificate for the hosts, a client certificate.
+    Certs(CertsArgs),
 }
 
 /// `-c FILE`.
@@ -65,13 +67,28 @@ pub struct BackendArgs {
     /// Name the backend tags its replies with.
     #[arg(long)]
     pub name: String,
-    /// Server certificate (PEM) for TLS (not implemented yet).
+    /// Serve TLS with this certificate chain (PEM, leaf first).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// Server key (PEM) for TLS (not implemented yet).
+    /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// CA (PEM) that client certificates must chain to (not implemented yet).
+    /// Require client certificates chained to this CA (PEM): mutual TLS.
     #[arg(long, requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+}
+
+/// `rpcgate certs` options.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write the PEM files to (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Names and IP addresses the server certificate is valid for, comma-separated; the
+    /// first is also its common name.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    pub hosts: Vec<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -1,9 +1,10 @@
 //! The `rpcgate` binary: a gRPC-aware load balancer and reverse proxy.
 //!
-//! One file per command: [`run`], [`check`], [`demo`], [`backend`]. The command line is
-//! SPEC §1; the configuration file is SPEC §2 (parsed by `rpcgate-config`).
+//! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`]. The command
+//! line is SPEC §1; the configuration file is SPEC §2 (parsed by `rpcgate-config`).
 
 mod backend;
+mod certs;
 mod check;
 mod cli;
 mod demo;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => check::main(args),
         cli::Command::Demo(args) => demo::main(args, cli.log_level.as_deref()),
         cli::Command::Backend(args) => backend::main(args, cli.log_level.as_deref()),
+        cli::Command::Certs(args) => certs::main(args),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::pb::helloworld::greeter_server::{self, GreeterServer};
 use crate::pb::pcbook::auth_service_server::{self, AuthServiceServer};
 use crate::pb::pcbook::laptop_service_server::{self, LaptopServiceServer};
 use crate::services::{Auth, Greeter, Laptops};
+use crate::tls::{TlsServer, tls_incoming};
 
 /// The services a backend reports in `grpc.health.v1` (besides the overall "").
 const SERVICES: [&str; 3] = [
@@ -47,6 +48,9 @@ pub struct BackendOptions {
     /// How long a graceful shutdown waits for calls in flight before closing the
     /// connections anyway, so a stuck stream cannot hold `rpcgate backend` forever.
     pub drain_timeout: Duration,
+    /// Serve TLS (optionally requiring client certificates) instead of plaintext h2c,
+    /// like the tutorial's servers started with `-tls`; `None` is plaintext.
+    pub tls: Option<TlsServer>,
 }
 
 impl BackendOptions {
@@ -56,6 +60,7 @@ impl BackendOptions {
             name: name.into(),
             max_concurrent_streams: None,
             drain_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 
@@ -70,6 +75,13 @@ impl BackendOptions {
     #[must_use]
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets [`BackendOptions::tls`].
+    #[must_use]
+    pub fn tls(mut self, tls: TlsServer) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -246,7 +258,7 @@ fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<tokio::n
 }
 
 /// Serves one demo/test backend (h2c with prior knowledge, and HTTP/1.1 for plain
-/// requests) on `listener` until `shutdown`
+/// requests; over TLS when [`BackendOptions::tls`] is set) on `listener` until `shutdown`
 /// completes; then stops accepting, sends every connection a graceful GOAWAY, lets calls
 /// in flight finish for up to [`BackendOptions::drain_timeout`], and returns.
 ///
@@ -260,13 +272,20 @@ fn tcp_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<tokio::n
 ///
 /// # Errors
 ///
-/// `InvalidInput` when the name is not a valid header value.
+/// `InvalidInput` when the name is not a valid header value, or the TLS settings are
+/// unusable (see [`TlsServer::server_config`]).
 pub async fn serve_backend(
     listener: TcpListener,
     options: BackendOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_backend_incoming(tcp_incoming(listener), options, shutdown).await
+    match options.tls.as_ref().map(TlsServer::server_config) {
+        Some(config) => {
+            let incoming = tls_incoming(listener, config?);
+            serve_backend_incoming(incoming, options, shutdown).await
+        }
+        None => serve_backend_incoming(tcp_incoming(listener), options, shutdown).await,
+    }
 }
 
 /// [`serve_backend`] over any stream of accepted connections, for transports the crate
@@ -299,28 +318,57 @@ pub async fn spawn_backend(name: &str) -> io::Result<BackendHandle> {
     spawn_backend_on(listener, BackendOptions::new(name)).await
 }
 
-/// Starts a backend on `listener` in the current tokio runtime: to choose the options,
-/// or to bring a killed backend back on the same address.
+/// Starts a TLS backend named `name` on `127.0.0.1:0` in the current tokio runtime; its
+/// [`BackendHandle::url`] is `https://…`. Clients verify it against the CA that issued
+/// `tls.cert_pem` (for a [`crate::pki::DevPki`] server certificate, with the name
+/// `localhost`).
 ///
 /// # Errors
 ///
-/// When the listener has no local address, or the name is not a valid header value.
+/// When binding fails, the name is not a valid header value, or the TLS settings are
+/// unusable.
+pub async fn spawn_backend_tls(name: &str, tls: TlsServer) -> io::Result<BackendHandle> {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    spawn_backend_on(listener, BackendOptions::new(name).tls(tls)).await
+}
+
+/// Starts a backend on `listener` in the current tokio runtime: to choose the options
+/// (TLS included), or to bring a killed backend back on the same address.
+///
+/// # Errors
+///
+/// When the listener has no local address, the name is not a valid header value, or the
+/// TLS settings are unusable.
 pub async fn spawn_backend_on(
     listener: TcpListener,
     options: BackendOptions,
 ) -> io::Result<BackendHandle> {
     let addr = listener.local_addr()?;
+    let tls = options
+        .tls
+        .as_ref()
+        .map(TlsServer::server_config)
+        .transpose()?;
     let backend = Backend::new(options).await?;
     let connections = Connections::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        tcp_incoming(listener),
-        backend.clone(),
-        connections.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let task = match tls {
+        Some(config) => tokio::spawn(run(
+            tls_incoming(listener, config),
+            backend.clone(),
+            connections.clone(),
+            stopped,
+        )),
+        None => tokio::spawn(run(
+            tcp_incoming(listener),
+            backend.clone(),
+            connections.clone(),
+            stopped,
+        )),
+    };
     Ok(BackendHandle {
         addr,
         backend,
@@ -370,9 +418,15 @@ impl BackendHandle {
         self.addr
     }
 
-    /// `http://ADDR`, what tonic's `Channel`/`connect` take.
+    /// `http://ADDR`, or `https://ADDR` for a TLS backend: what tonic's
+    /// `Channel`/`connect` take.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.backend.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Its name, as in its replies.

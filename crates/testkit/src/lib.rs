@@ -17,6 +17,9 @@
 //! - [`spawn_backend`]: the same on `127.0.0.1:0` in the current runtime, returning a
 //!   [`BackendHandle`] with its address, call counters, the last request seen, health
 //!   control, and `kill()` (abrupt) / `shutdown()` (graceful).
+//! - TLS: [`BackendOptions::tls`] with a [`TlsServer`] (optionally requiring client
+//!   certificates), [`spawn_backend_tls`], and [`pki`], a development CA with server and
+//!   client certificates in one call (what `rpcgate certs` writes).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,12 +37,15 @@
 mod backend;
 mod call;
 pub mod meta;
+pub mod pki;
 mod services;
+mod tls;
 
 pub use backend::{
     BackendHandle, BackendOptions, SeenRequest, serve_backend, serve_backend_incoming,
-    spawn_backend, spawn_backend_on,
+    spawn_backend, spawn_backend_on, spawn_backend_tls,
 };
+pub use tls::{HANDSHAKE_TIMEOUT, TlsError, TlsServer, tls_incoming};
 
 /// The largest gRPC message, in bytes, that the backends accept and send (the tonic
 /// default is 4 MiB; tests push 8 MiB messages through the proxy). Clients that expect
