@@ -1,6 +1,8 @@
 //! Every ```toml block in the user docs is a complete configuration that validates, so
 //! the docs cannot drift from what `rpcgate check` accepts.
 
+mod common;
+
 use std::path::Path;
 
 fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
@@ -25,6 +27,10 @@ fn toml_blocks(markdown: &str) -> Vec<(usize, String)> {
 #[test]
 fn every_toml_block_in_the_docs_validates() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    // The TLS examples name `certs/*.pem` next to the config, as `rpcgate certs --dir certs`
+    // writes them.
+    let dir = common::TempDir::new("docs_examples");
+    common::write_pki(&dir);
     let mut checked = 0;
     for entry in std::fs::read_dir(&docs).expect("docs/ exists") {
         let path = entry.expect("readable").path();
@@ -34,8 +40,9 @@ fn every_toml_block_in_the_docs_validates() {
         let text = std::fs::read_to_string(&path).expect("utf-8");
         for (line, block) in toml_blocks(&text) {
             let name = format!("{}:{line}", path.display());
-            if let Err(errors) = rpcgate_config::parse(&block, &name) {
-                panic!("a TOML example in the docs does not validate:\n{errors}");
+            let file = dir.write("rpcgate.toml", &block);
+            if let Err(errors) = rpcgate_config::load(&file) {
+                panic!("a TOML example in the docs ({name}) does not validate:\n{errors}");
             }
             checked += 1;
         }
