@@ -3,9 +3,12 @@
 //! Starts N demo backends and a balancer in-process, routes `AuthService` to the first
 //! backend and `LaptopService` to the others (step 4 of the pcbook tutorial), sends calls
 //! through one client connection, prints how they spread, kills a backend, and shows that
-//! later calls still succeed.
+//! later calls still succeed. With `--tls` it runs the tutorial's final set-up: mutual TLS
+//! from the client to rpcgate and from rpcgate to the backends, with a development PKI
+//! generated in a temporary folder.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use rpcgate_proxy::{Proxy, ProxyHandle};
@@ -14,18 +17,15 @@ use rpcgate_testkit::pb::helloworld::greeter_client::GreeterClient;
 use rpcgate_testkit::pb::pcbook::auth_service_client::AuthServiceClient;
 use rpcgate_testkit::pb::pcbook::laptop_service_client::LaptopServiceClient;
 use rpcgate_testkit::pb::pcbook::{CreateLaptopRequest, Laptop, LoginRequest};
-use rpcgate_testkit::{BackendHandle, spawn_backend};
-use tonic::transport::Channel;
+use rpcgate_testkit::pki::{DevPki, PkiPaths};
+use rpcgate_testkit::{BackendHandle, BackendOptions, TlsServer, spawn_backend, spawn_backend_on};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::cli::DemoArgs;
 
 /// Runs the demo; exit 0 when every call that should succeed did.
 pub fn main(args: DemoArgs, log_level: Option<&str>) -> ExitCode {
     crate::init_tracing(log_level, "warn");
-    if args.tls {
-        eprintln!("rpcgate demo: --tls is not implemented yet");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,8 +47,71 @@ pub fn main(args: DemoArgs, log_level: Option<&str>) -> ExitCode {
 
 type DemoError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The demo's mutual TLS set-up: the PKI and where its files are.
+struct DemoTls {
+    dir: PathBuf,
+    paths: PkiPaths,
+    pki: DevPki,
+}
+
+impl DemoTls {
+    /// Generates a development PKI (what `rpcgate certs` writes) in a fresh temp folder.
+    fn generate() -> Result<Self, DemoError> {
+        let dir = std::env::temp_dir().join(format!("rpcgate-demo-pki-{}", std::process::id()));
+        let pki = DevPki::generate(&["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let paths = pki.write_to(&dir, true)?;
+        Ok(Self { dir, paths, pki })
+    }
+
+    /// A backend's TLS: the server certificate, client certificates required.
+    fn backend(&self) -> TlsServer {
+        TlsServer::new(
+            self.pki.server_cert_pem.clone(),
+            self.pki.server_key_pem.clone(),
+        )
+        .client_ca(self.pki.ca_cert_pem.clone())
+    }
+
+    /// The listener's `[listeners.tls]` table.
+    fn listener_toml(&self) -> String {
+        format!(
+            "\n[listeners.tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+            self.paths.server_cert, self.paths.server_key, self.paths.ca_cert
+        )
+    }
+
+    /// A cluster's `protocol` and `[clusters.tls]` table.
+    fn cluster_toml(&self) -> String {
+        format!(
+            "protocol = \"h2\"\n\n[clusters.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\nserver_name = \"localhost\"\n",
+            self.paths.ca_cert, self.paths.client_cert, self.paths.client_key
+        )
+    }
+
+    /// The client's TLS: trusts the CA, presents the client certificate or not.
+    fn client(&self, with_certificate: bool) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.pki.ca_cert_pem))
+            .domain_name("localhost");
+        if with_certificate {
+            config.identity(Identity::from_pem(
+                &self.pki.client_cert_pem,
+                &self.pki.client_key_pem,
+            ))
+        } else {
+            config
+        }
+    }
+}
+
+impl Drop for DemoTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The demo's configuration: the embedded default's shape with the live addresses.
-fn demo_config(backends: &[BackendHandle]) -> String {
+fn demo_config(backends: &[BackendHandle], tls: Option<&DemoTls>) -> String {
     let list = |bs: &[BackendHandle]| {
         bs.iter()
             .map(|b| format!("\"{}\"", b.addr()))
@@ -61,6 +124,8 @@ fn demo_config(backends: &[BackendHandle]) -> String {
     } else {
         backends
     };
+    let listener_tls = tls.map(DemoTls::listener_toml).unwrap_or_default();
+    let cluster_tls = tls.map(DemoTls::cluster_toml).unwrap_or_default();
     format!(
         r#"[server]
 workers = 1
@@ -71,7 +136,7 @@ access_log = "off"
 [[listeners]]
 name = "edge"
 address = "127.0.0.1:0"
-
+{listener_tls}
 [[listeners.routes]]
 name = "auth"
 match.service = "techschool_pcbook.AuthService"
@@ -90,35 +155,80 @@ cluster = "greeter"
 [[clusters]]
 name = "auth"
 endpoints = [{auth}]
-
+{cluster_tls}
 [[clusters]]
 name = "laptop"
 endpoints = [{laptop}]
 lb = "least_request"
-
+{cluster_tls}
 [[clusters]]
 name = "greeter"
 endpoints = [{all}]
-"#,
+{cluster_tls}"#,
         auth = list(auth),
         laptop = list(laptop),
         all = list(backends),
     )
 }
 
+/// A tonic channel (one HTTP/2 connection) to the balancer.
+async fn connect(
+    address: std::net::SocketAddr,
+    tls: Option<(&DemoTls, bool)>,
+) -> Result<Channel, DemoError> {
+    Ok(match tls {
+        Some((tls, with_certificate)) => {
+            Channel::from_shared(format!("https://localhost:{}", address.port()))?
+                .tls_config(tls.client(with_certificate))?
+                .connect()
+                .await?
+        }
+        None => {
+            Channel::from_shared(format!("http://{address}"))?
+                .connect()
+                .await?
+        }
+    })
+}
+
 async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let count = args.backends.max(1);
+    let tls = if args.tls {
+        Some(DemoTls::generate()?)
+    } else {
+        None
+    };
     let mut backends = Vec::with_capacity(count);
     for i in 1..=count {
-        backends.push(spawn_backend(&format!("backend-{i}")).await?);
+        let name = format!("backend-{i}");
+        backends.push(match &tls {
+            Some(tls) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                spawn_backend_on(listener, BackendOptions::new(name).tls(tls.backend())).await?
+            }
+            None => spawn_backend(&name).await?,
+        });
     }
-    let text = demo_config(&backends);
+    let text = demo_config(&backends, tls.as_ref());
     let config = rpcgate_config::parse(&text, "<demo>")?;
     let proxy = Proxy::start(&config)?;
     let address = proxy
         .listener_addr("edge")
         .ok_or("the demo listener is missing")?;
-    println!("rpcgate demo: {count} backends, balancer on {address} (h2c and HTTP/1.1)");
+    match &tls {
+        Some(tls) => {
+            println!(
+                "rpcgate demo --tls: {count} TLS backends, balancer on {address}; mutual TLS from the client to rpcgate and from rpcgate to the backends"
+            );
+            println!(
+                "  development PKI (as `rpcgate certs` writes it) in {}",
+                tls.dir.display()
+            );
+        }
+        None => {
+            println!("rpcgate demo: {count} backends, balancer on {address} (h2c and HTTP/1.1)")
+        }
+    }
     for b in &backends {
         println!("  {} on {}", b.name(), b.addr());
     }
@@ -126,10 +236,25 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!("Configuration in use (rpcgate check accepts it):\n");
     println!("{text}");
 
+    if let Some(tls) = &tls {
+        // What the tutorial's client without -tls sees: the handshake is refused.
+        let refused = match connect(address, Some((tls, false))).await {
+            Ok(channel) => GreeterClient::new(channel)
+                .say_hello(HelloRequest {
+                    name: "anonymous".into(),
+                })
+                .await
+                .err()
+                .map(|status| status.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+        match refused {
+            Some(error) => println!("0. A client WITHOUT a certificate is refused: {error}\n"),
+            None => return Err("a client without a certificate was served".into()),
+        }
+    }
     // One client connection: every call on it is balanced on its own.
-    let channel = Channel::from_shared(format!("http://{address}"))?
-        .connect()
-        .await?;
+    let channel = connect(address, tls.as_ref().map(|t| (t, true))).await?;
     let calls = args.calls.max(1);
 
     println!("1. {calls} SayHello calls over ONE client connection (round robin per call):");
@@ -189,7 +314,9 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     if args.serve {
         println!("\nServing on {address} until Ctrl-C. Try:");
-        println!("  grpcurl -plaintext {address} list   (if you have grpcurl)");
+        if tls.is_none() {
+            println!("  grpcurl -plaintext {address} list   (if you have grpcurl)");
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown(proxy).await;

@@ -216,13 +216,11 @@ fn check_reports_errors_with_location_and_key() {
 #[test]
 fn check_rejects_a_key_not_implemented_yet() {
     let path = config_file(
-        "tls.toml",
+        "later.toml",
         r#"[[listeners]]
 name = "edge"
 address = "127.0.0.1:0"
-[listeners.tls]
-cert = "server-cert.pem"
-key = "server-key.pem"
+rate_limit = { requests_per_second = 100, burst = 200, per = "client_ip" }
 [[listeners.routes]]
 match.path_prefix = "/"
 cluster = "main"
@@ -240,7 +238,7 @@ endpoints = ["127.0.0.1:1"]
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let said = text(&output);
     assert!(said.contains("is not implemented yet"), "{said}");
-    assert!(said.contains("listeners.tls"), "{said}");
+    assert!(said.contains("listeners.rate_limit"), "{said}");
 }
 
 #[test]
