@@ -34,7 +34,7 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::{ProxyBody, UpstreamBody, grpc_status};
 use crate::deadline::{effective_timeout, format_grpc_timeout, parse_grpc_timeout};
 use crate::route::{RequestView, Router, grpc_service_method};
-use crate::status::{Code, ProxyError, http_to_grpc, set_grpc_message};
+use crate::status::{Code, ProxyError, http_to_grpc};
 use crate::upstream::{StreamSlot, Upstreams};
 
 /// Request bytes kept for replaying a call on another endpoint (SPEC §4: 64 KiB).
@@ -800,16 +800,8 @@ impl CallEnd {
                 Outcome::Success
             });
         }
-        let mut response = Response::new(ProxyBody::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from(code));
-        set_grpc_message(headers, message);
         self.complete(Some(code), 0, None);
-        response
+        crate::status::trailers_only(code, message)
     }
 }
 

@@ -26,15 +26,9 @@ use crate::cli::DemoArgs;
 /// Runs the demo; exit 0 when every call that should succeed did.
 pub fn main(args: DemoArgs, log_level: Option<&str>) -> ExitCode {
     crate::init_tracing(log_level, "warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime(true) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,

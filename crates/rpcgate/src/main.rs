@@ -30,6 +30,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// A tokio runtime for a command (multi-threaded for the demo and backends, where the
+/// backends and clients share it; current-thread for `run`, whose proxy has its own
+/// worker threads), or the exit code after saying why there is none.
+pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("cannot start the runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Sets up `tracing` to stderr: `--log-level` wins, then `RUST_LOG`, then the config's level.
 pub(crate) fn init_tracing(cli_level: Option<&str>, config_level: &str) {
     use tracing_subscriber::EnvFilter;
