@@ -6,6 +6,13 @@ call kind, big and gzip-compressed messages, metadata, trailers, error details a
 through TARGET (a proxy, or one backend directly) and checks every answer.
 
 Usage: grpcio_client.py TARGET [--min-backends N]
+                         [--ca F [--cert F --key F] [--server-name NAME]]
+
+With --ca the channel is a TLS one (grpc.secure_channel, BoringSSL: a second TLS
+implementation next to rustls) trusting the CA in F; --cert/--key present a client
+certificate (mutual TLS); --server-name overrides the name the server certificate is
+checked against (grpc.ssl_target_name_override), e.g. localhost for a 127.0.0.1 target.
+Without --ca the channel is plaintext (h2c), as before.
 
 It generates the Python stubs from crates/testkit/proto/*.proto into a temporary
 directory first (with grpc_tools, no system protoc), prints one line per call with the
@@ -67,19 +74,36 @@ def md_value(metadata, key):
     return None
 
 
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_channel(target, tls):
+    """A plaintext channel, or a TLS one when tls (the parsed arguments) has a CA."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
+    if tls is None or tls.ca is None:
+        return grpc.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read_file(tls.ca),
+        private_key=read_file(tls.key) if tls.key else None,
+        certificate_chain=read_file(tls.cert) if tls.cert else None,
+    )
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.secure_channel(target, credentials, options=options)
+
+
 class Client:
-    def __init__(self, target):
+    def __init__(self, target, tls=None):
         self.hw = importlib.import_module("helloworld_pb2")
         self.hw_grpc = importlib.import_module("helloworld_pb2_grpc")
         self.pc = importlib.import_module("pcbook_pb2")
         self.pc_grpc = importlib.import_module("pcbook_pb2_grpc")
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-            ],
-        )
+        self.channel = make_channel(target, tls)
         self.greeter = self.hw_grpc.GreeterStub(self.channel)
         self.auth = self.pc_grpc.AuthServiceStub(self.channel)
         self.laptops = self.pc_grpc.LaptopServiceStub(self.channel)
@@ -231,12 +255,22 @@ def main():
         default=1,
         help="fail unless at least this many distinct backends served",
     )
+    parser.add_argument("--ca", help="TLS: trust this CA certificate (PEM file)")
+    parser.add_argument("--cert", help="TLS: client certificate (PEM file), with --key")
+    parser.add_argument("--key", help="TLS: client private key (PEM file), with --cert")
+    parser.add_argument(
+        "--server-name", help="TLS: check the server certificate against this name"
+    )
     args = parser.parse_args()
+    if args.ca is None and (args.cert or args.key or args.server_name):
+        parser.error("--cert, --key and --server-name need --ca")
+    if bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
 
     out_dir = tempfile.mkdtemp(prefix="rpcgate-interop-")
     try:
         generate_stubs(out_dir)
-        client = Client(args.target)
+        client = Client(args.target, args)
         checks = [
             client.unary,
             client.server_stream,

@@ -1,0 +1,232 @@
+//! Interop over TLS with a second TLS implementation: Python grpcio (BoringSSL) calls
+//! through an in-process proxy with mutual TLS on both sides — the client presents a
+//! certificate to rpcgate, rpcgate presents one to the TLS backends — running the whole
+//! interop driver (`tests/interop/grpcio_client.py --ca … --cert … --key …`). A grpcio
+//! client without a certificate, or with one from another CA, must be refused.
+//!
+//! The driver runs in the venv that `scripts/test.sh` builds (`$RPCGATE_VENV`, else
+//! `<repo>/.venv`). Without it the test fails under CI (`CI` set) and is skipped with a
+//! notice on a developer machine, as `tests/interop.rs` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{endpoints, start_proxy};
+use rpcgate_testkit::pki::{DevPki, PkiPaths};
+use rpcgate_testkit::{TlsServer, spawn_backend_tls};
+
+/// The whole driver run (it bounds each of its calls at 15 s itself).
+const DRIVER_BOUND: Duration = Duration::from_secs(180);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The venv's python, if the venv exists.
+fn venv_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("RPCGATE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv"));
+    let python = venv.join("bin").join("python");
+    python.exists().then_some(python)
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("rpcgate-tls-interop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A path as a TOML string.
+fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+/// Runs the interop driver against `target` with these extra arguments, bounded.
+async fn run_driver(python: &Path, target: &str, args: &[&str]) -> Output {
+    let script = repo_root().join("tests/interop/grpcio_client.py");
+    let child = Command::new(python)
+        .arg(&script)
+        .arg(target)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let pid = child.id();
+    // The backends and the proxy keep serving on the runtime while this thread waits.
+    let waited = tokio::time::timeout(
+        DRIVER_BOUND,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    match waited {
+        Ok(joined) => joined.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("the grpcio driver did not finish within {DRIVER_BOUND:?}");
+        }
+    }
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The mutual-TLS listener and the mutual-TLS cluster of docs/tls.md's last step.
+fn mutual_tls_config(paths: &PkiPaths, backends: &str) -> String {
+    format!(
+        r#"[server]
+workers = 2
+[log]
+access_log = "off"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[listeners.tls]
+cert = {server_cert}
+key = {server_key}
+client_ca = {ca}
+client_auth = "required"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "main"
+[[clusters]]
+name = "main"
+endpoints = [{backends}]
+protocol = "h2"
+[clusters.tls]
+ca = {ca}
+cert = {client_cert}
+key = {client_key}
+server_name = "localhost"
+"#,
+        server_cert = toml_path(&paths.server_cert),
+        server_key = toml_path(&paths.server_key),
+        ca = toml_path(&paths.ca_cert),
+        client_cert = toml_path(&paths.client_cert),
+        client_key = toml_path(&paths.client_key),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_with_mutual_tls_through_the_proxy() {
+    let Some(python) = venv_python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "no Python venv (set RPCGATE_VENV or create <repo>/.venv): CI must run the TLS interop test; scripts/test.sh builds it"
+            );
+        }
+        eprintln!(
+            "NOTICE: TLS interop test skipped: no venv at $RPCGATE_VENV or <repo>/.venv (run scripts/test.sh)"
+        );
+        return;
+    };
+    let pki = DevPki::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = TempDir::new();
+    let paths = pki.write_to(&dir.0, false).unwrap();
+    let backend_tls = TlsServer::new(pki.server_cert_pem.clone(), pki.server_key_pem.clone())
+        .client_ca(pki.ca_cert_pem.clone());
+    let b1 = spawn_backend_tls("b1", backend_tls.clone()).await.unwrap();
+    let b2 = spawn_backend_tls("b2", backend_tls).await.unwrap();
+    let proxy = start_proxy(&mutual_tls_config(&paths, &endpoints(&[&b1, &b2])));
+    let target = proxy.addr.to_string();
+    let trust = [
+        "--ca",
+        path_arg(&paths.ca_cert),
+        "--server-name",
+        "localhost",
+    ];
+
+    // The whole driver, over mutual TLS.
+    let mut args = trust.to_vec();
+    args.extend([
+        "--cert",
+        path_arg(&paths.client_cert),
+        "--key",
+        path_arg(&paths.client_key),
+        "--min-backends",
+        "2",
+    ]);
+    let output = run_driver(&python, &target, &args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio driver over mutual TLS failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("served by:"), "{stdout}");
+    eprintln!("{stdout}");
+    assert!(
+        b1.calls() > 0 && b2.calls() > 0,
+        "both backends must serve: b1={} b2={}",
+        b1.calls(),
+        b2.calls()
+    );
+    let served = b1.calls() + b2.calls();
+
+    // Without a client certificate: refused during the handshake, UNAVAILABLE, no call
+    // reaches a backend.
+    let output = run_driver(&python, &target, &trust).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a grpcio client without a certificate must fail:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("FAIL unary: StatusCode.UNAVAILABLE"),
+        "{stdout}\n{stderr}"
+    );
+    eprintln!("{stderr}");
+
+    // With a certificate from another CA: refused too.
+    let (foreign_cert, foreign_key) = pki.foreign_client().unwrap();
+    let foreign_cert_path = dir.0.join("foreign-cert.pem");
+    let foreign_key_path = dir.0.join("foreign-key.pem");
+    std::fs::write(&foreign_cert_path, foreign_cert).unwrap();
+    std::fs::write(&foreign_key_path, foreign_key).unwrap();
+    let mut args = trust.to_vec();
+    args.extend([
+        "--cert",
+        path_arg(&foreign_cert_path),
+        "--key",
+        path_arg(&foreign_key_path),
+    ]);
+    let output = run_driver(&python, &target, &args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a grpcio client with a certificate from another CA must fail:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("FAIL unary: StatusCode.UNAVAILABLE"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(b1.calls() + b2.calls(), served);
+    proxy.shutdown().await;
+}
