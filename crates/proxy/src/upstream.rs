@@ -207,7 +207,17 @@ async fn connect_h2(
         .await
         .map_err(|_| tls_error("timed out".into()))?
         .map_err(|e| tls_error(e.to_string()))?;
-    h2_handshake(stream, address, connect_timeout).await
+    // With TLS 1.3 the backend checks our client certificate only after our side of the
+    // handshake is done: its refusal (an alert, then a close) shows up as a failed
+    // HTTP/2 handshake. Say what that most likely means.
+    h2_handshake(stream, address, connect_timeout)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Handshake(_, error) => tls_error(format!(
+                "the backend closed the connection right after the handshake ({error}); it may require a client certificate ([clusters.tls] cert and key) or refuse ours"
+            )),
+            other => other,
+        })
 }
 
 /// The HTTP/2 handshake over an established (plain or TLS) stream.

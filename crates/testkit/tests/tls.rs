@@ -955,11 +955,8 @@ async fn upstream_mutual_tls() {
 /// Issue 3 point 4: a backend refusing the proxy for want of a client certificate gives
 /// UNAVAILABLE *with a message naming the TLS error*. With TLS 1.3 the backend's
 /// `CertificateRequired` alert arrives after the proxy's side of the handshake has
-/// completed, during the HTTP/2 handshake, and the proxy reports it as
-/// `HTTP/2 handshake with ADDR failed: broken pipe`.
+/// completed, during the HTTP/2 handshake; the proxy reports it as a TLS failure.
 #[tokio::test]
-#[ignore = "proxy bug: a backend's post-handshake TLS alert (TLS 1.3 client certificate \
-            refused) is reported as 'HTTP/2 handshake … failed: broken pipe', not as a TLS error"]
 async fn upstream_mutual_tls_refusal_names_tls() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend_tls("b1", pki.mutual_server()).await.unwrap();
