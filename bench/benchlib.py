@@ -16,6 +16,11 @@ Subcommands:
   nprocs PID                  number of processes in PID's tree
   cpu0                        CPU 0 busy and total time (µs) from /proc/stat, "busy total"
   h2parse OUT LOG N           parse an h2load output + --log-file into one JSON object
+  hsloop URL PAYLOAD TOTAL BATCH BOUND OUTDIR
+                              TLS handshake load: repeated `h2load -c BATCH -n BATCH -m 1`
+                              (one new connection = one full handshake + one call each)
+                              until TOTAL connections or BOUND seconds; one JSON object
+  tlsprobe PORT CAFILE        what the TLS server does about resumption (openssl s_client)
   check URL SIZE NAME...      real gRPC calls through URL with nghttp, checking
                               :status, grpc-status trailer and the reply message
   report RESULTS.jsonl META.json OUT.md   render the Markdown report
@@ -151,18 +156,23 @@ def cmd_nprocs(pid: str) -> None:
     print(len(tree(int(pid))))
 
 
-def cmd_cpu0() -> None:
-    """CPU 0 counters, to tell how much of CPU 0 something other than the proxy used."""
+def cpu_counters(n: int) -> tuple[int, int]:
+    """Busy and total time (µs) of CPU n from /proc/stat."""
     with open("/proc/stat") as f:
         for line in f:
-            if line.startswith("cpu0 "):
+            if line.startswith(f"cpu{n} "):
                 v = [int(x) for x in line.split()[1:]]
                 # user nice system idle iowait irq softirq steal
                 busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
                 total = busy + v[3] + v[4]
-                print(busy * 1_000_000 // CLK_TCK, total * 1_000_000 // CLK_TCK)
-                return
-    raise SystemExit("no cpu0 line in /proc/stat")
+                return busy * 1_000_000 // CLK_TCK, total * 1_000_000 // CLK_TCK
+    raise SystemExit(f"no cpu{n} line in /proc/stat")
+
+
+def cmd_cpu0() -> None:
+    """CPU 0 counters, to tell how much of CPU 0 something other than the proxy used."""
+    busy, total = cpu_counters(0)
+    print(busy, total)
 
 
 # ---------------------------------------------------------------- h2load
@@ -174,6 +184,17 @@ def percentile(sorted_vals: list[int], q: float) -> int | None:
         return None
     k = max(0, min(len(sorted_vals) - 1, int(round(q / 100 * len(sorted_vals) + 0.5)) - 1))
     return sorted_vals[k]
+
+
+def tls_info(text: str) -> dict:
+    """What h2load negotiated (TLS version, cipher, key exchange, ALPN), if it printed it."""
+    out = {}
+    for key, label in [("tls_protocol", "TLS Protocol"), ("tls_cipher", "Cipher"),
+                       ("tls_kx", "Server Temp Key"), ("alpn", "Application protocol")]:
+        m = re.search(rf"^{label}: (.+)$", text, re.M)
+        if m:
+            out[key] = m.group(1).strip()
+    return out
 
 
 def cmd_h2parse(out_path: str, log_path: str, n: str) -> None:
@@ -201,6 +222,7 @@ def cmd_h2parse(out_path: str, log_path: str, n: str) -> None:
         r["seconds"] = float(m.group(1)) * scale
         r["rps"] = float(m.group(3))
     r["completed"] = bool(m)
+    r.update(tls_info(text))
     durations: list[int] = []
     non2xx_logged = 0
     bad_status: dict[int, int] = {}
@@ -231,6 +253,147 @@ def cmd_h2parse(out_path: str, log_path: str, n: str) -> None:
     # non-2xx, or never sent because the run was cut by the time bound.
     r["bad"] = requested - ok
     print(json.dumps(r))
+
+
+def tcp_passive_opens() -> int:
+    """Host-wide count of accepted TCP connections (Tcp PassiveOpens in /proc/net/snmp)."""
+    with open("/proc/net/snmp") as f:
+        lines = [ln.split() for ln in f if ln.startswith("Tcp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("PassiveOpens")])
+
+
+def cmd_hsloop(url: str, payload: str, total: str, batch: str, bound: str, outdir: str) -> None:
+    """Handshakes per second: many new TLS connections, each doing exactly one call.
+
+    `h2load -c B -n B -m 1` opens B connections at once and makes one call on each, so every
+    2xx call is one completed full TLS handshake (h2load never offers a session to resume:
+    it does not call SSL_set_session). Batches run back to back until TOTAL connections or
+    BOUND seconds; a batch cut by the bound, and batches never started, count as failed.
+    Run pinned to the load CPU (h2load inherits the affinity). Also measures how busy CPU 1
+    (the client side) was, to tell whether the client, not the proxy, set the pace.
+    """
+    want, size, limit = int(total), int(batch), float(bound)
+    args_base = ["-m", "1", "-t", "1", "-d", payload,
+                 "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    agg = {"requested": want, "ok": 0, "batches": 0, "failed": 0, "errored": 0,
+           "timeout": 0, "s3xx": 0, "s4xx": 0, "s5xx": 0, "h2load_seconds": 0.0}
+    connect_ms_weighted = 0.0
+    done = 0
+    completed = True
+    c1_busy0, c1_total0 = cpu_counters(1)
+    accepts0 = tcp_passive_opens()
+    clients = 0
+    start = time.monotonic()
+    first_text = ""
+    while done < want:
+        left = limit - (time.monotonic() - start)
+        if left <= 0.5:
+            completed = False
+            break
+        b = min(size, want - done)
+        args = ["h2load", "-c", str(b), "-n", str(b), *args_base, url]
+        try:
+            proc = subprocess.run(args, capture_output=True, timeout=min(20.0, left),
+                                  check=False)
+            text = proc.stdout.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            completed = False
+            break
+        done += b
+        agg["batches"] += 1
+        m = re.search(r"spawning thread #0: (\d+) total client\(s\)", text)
+        if m:
+            clients += int(m.group(1))
+        if not first_text:
+            first_text = text
+            with open(os.path.join(outdir, "first-batch.txt"), "w") as f:
+                f.write(text)
+        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, "
+                      r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+        if m:
+            agg["failed"] += int(m.group(1))
+            agg["errored"] += int(m.group(2))
+            agg["timeout"] += int(m.group(3))
+        m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+        if m:
+            ok = int(m.group(1))
+            agg["ok"] += ok
+            agg["s3xx"] += int(m.group(2))
+            agg["s4xx"] += int(m.group(3))
+            agg["s5xx"] += int(m.group(4))
+        else:
+            with open(os.path.join(outdir, f"bad-batch-{agg['batches']}.txt"), "w") as f:
+                f.write(text + proc.stderr.decode(errors="replace"))
+        m = re.search(r"finished in ([\d.]+)(us|ms|s),", text)
+        if m:
+            agg["h2load_seconds"] += float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+        m = re.search(r"time for connect:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", text)
+        if m:
+            ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+            connect_ms_weighted += ms * b
+    wall = time.monotonic() - start
+    c1_busy1, c1_total1 = cpu_counters(1)
+    # Cross-checks that every call had its own connection: h2load's client count, and how
+    # many TCP connections the host accepted meanwhile (the proxy's accepts, plus any new
+    # proxy-to-backend connections).
+    agg["clients"] = clients
+    agg["tcp_accepts"] = tcp_passive_opens() - accepts0
+    agg["completed"] = completed
+    agg["seconds"] = wall
+    agg["rps"] = agg["ok"] / wall if wall > 0 else None
+    agg["connections_started"] = done
+    agg["connect_ms_mean"] = connect_ms_weighted / done if done else None
+    agg["cpu1_busy_pct"] = ((c1_busy1 - c1_busy0) * 100 / (c1_total1 - c1_total0)
+                            if c1_total1 > c1_total0 else None)
+    agg["bad"] = want - agg["ok"]
+    agg["p50_us"] = agg["p99_us"] = None
+    agg.update(tls_info(first_text))
+    print(json.dumps(agg))
+
+
+def cmd_tlsprobe(port: str, cafile: str) -> None:
+    """Record what the server does about session resumption, with two `openssl s_client` runs.
+
+    Prints JSON: how many NewSessionTicket messages the server sends after a full TLS 1.3
+    handshake, and whether a second connection offering the saved session is resumed.
+    """
+    import shutil
+    import tempfile
+
+    if not shutil.which("openssl"):
+        print(json.dumps({"probed": False}))
+        return
+    with tempfile.TemporaryDirectory(prefix="rpcgate-bench-probe-") as d:
+        sess = os.path.join(d, "sess.pem")
+        base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", "h2",
+                "-CAfile", cafile]
+
+        def run(extra: list[str]) -> str:
+            # s_client needs a moment after the handshake to read the tickets; the stdin
+            # pipe closes after a short delay so it then exits.
+            p = subprocess.Popen(base + extra, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            try:
+                time.sleep(0.5)
+                out, _ = p.communicate(b"", timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            return out.decode(errors="replace")
+
+        first = run(["-msg", "-sess_out", sess])
+        second = run(["-sess_in", sess]) if os.path.exists(sess) else ""
+    tickets = len(re.findall(r"<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket",
+                             first))
+    proto = re.search(r"^(New|Reused), (TLSv[\d.]+), Cipher is (\S+)", first, re.M)
+    print(json.dumps({
+        "probed": True,
+        "protocol": proto.group(2) if proto else None,
+        "tickets": tickets,
+        "resumed": bool(re.search(r"^Reused,", second, re.M)),
+        "verified": "Verify return code: 0 (ok)" in first,
+    }))
 
 
 # ---------------------------------------------------------------- correctness
@@ -318,6 +481,190 @@ def check_cell(check: str | None) -> str:
     return "OK" if check.startswith("OK") else check
 
 
+SCEN_DESC = {
+    "small": "100 B, -c 16 -m 64",
+    "single": "100 B, -c 1 -m 100",
+    "large": "1 MiB each way, -c 4 -m 4",
+    "latency": "100 B, -c 1 -m 1",
+    "tls-small": "TLS, 100 B, -c 16 -m 64",
+    "tls-handshake": "TLS, a new connection per call",
+}
+
+CALLS_HEADER = ["| proxy | scenario | calls | calls/s | p50 µs | p99 µs | failed | "
+                "CPU-µs/call | peak RSS MiB | CPU 0 other % | gRPC check |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def fmt_num(v, digits: int = 1) -> str:
+    """A float with thousands separators, or an en dash for 'not measured'."""
+    return "–" if v is None else f"{v:,.{digits}f}"
+
+
+def failed_cell(r: dict) -> str:
+    """Failed count plus, when non-zero, where the failures came from."""
+    out = f'{r["bad"]}'
+    if r["bad"]:
+        out += (f' (failed {r.get("failed", "?")}, errored {r.get("errored", "?")}, '
+                f'timeout {r.get("timeout", "?")}, non-2xx '
+                f'{r.get("s3xx", 0) + r.get("s4xx", 0) + r.get("s5xx", 0)}'
+                f'{"" if r.get("completed") else ", h2load cut by time bound"}'
+                f'{statuses(r.get("bad_status"))})')
+    return out
+
+
+def calls_row(r: dict) -> str:
+    """One row of the per-call table (plaintext scenarios and tls-small)."""
+    rss = r.get("rss_kib")
+    return (
+        f'| {r["proxy"]} | {r["scenario"]} ({SCEN_DESC.get(r["scenario"], "")}) | '
+        f'{r["ok"]:,}/{r["requested"]:,} | {fmt_int(r.get("rps"))} | '
+        f'{fmt_int(r.get("p50_us"))} | {fmt_int(r.get("p99_us"))} | {failed_cell(r)} | '
+        f'{fmt_num(r.get("cpu_per_call"))} | '
+        f'{"–" if rss is None else f"{rss / 1024:,.1f}"} | '
+        f'{fmt_num(r.get("cpu0_other_pct"))} | '
+        f'{check_cell(r.get("check"))} |'
+    )
+
+
+def ratio_table(by: dict, scenarios: list[str], unit: str) -> str:
+    """rpcgate / NGINX CPU per call (or per handshake) for the scenarios both ran."""
+    out = [f"| scenario | rpcgate CPU-µs/{unit} | NGINX CPU-µs/{unit} | rpcgate / NGINX |",
+           "|---|---|---|---|"]
+    for s in scenarios:
+        a, b = by.get(("rpcgate", s)), by.get(("nginx", s))
+        if not a or not b:
+            continue
+        ca, cb = a.get("cpu_per_call"), b.get("cpu_per_call")
+        ratio = f"{ca / cb:.2f}" if ca is not None and cb else "–"
+        out.append(f"| {s} | {fmt_num(ca)} | {fmt_num(cb)} | {ratio} |")
+    return "\n".join(out)
+
+
+def tls_section(rows: list[dict], by: dict, meta: dict) -> str:
+    """The TLS part of the report: setup as negotiated, target verdict, both tables."""
+    tls_rows = [r for r in rows if r["scenario"].startswith("tls-")]
+    if not tls_rows:
+        return "\n## TLS\n\nNot run in this run (`--no-tls`).\n"
+    # What was negotiated, as h2load printed it (one line per distinct combination).
+    nego = {}
+    for r in tls_rows:
+        key = ", ".join(str(r.get(k, "?")) for k in ("tls_protocol", "tls_cipher", "tls_kx"))
+        key += f', ALPN {r.get("alpn", "?")}'
+        nego.setdefault(key, []).append(f'{r["proxy"]}/{r["scenario"]}')
+    nego_lines = "\n".join(f"  - {k} ({', '.join(v)})" for k, v in nego.items())
+    probe_lines = []
+    for r in tls_rows:
+        pr = r.get("probe")
+        if not pr:
+            continue
+        if pr.get("probed"):
+            probe_lines.append(
+                f'  - {r["proxy"]}: {pr.get("protocol")}, sends {pr.get("tickets")} '
+                f'NewSessionTicket message(s) after a full handshake; a client offering the '
+                f'saved session is {"**resumed**" if pr.get("resumed") else "not resumed"}; '
+                f'certificate {"verifies" if pr.get("verified") else "DOES NOT verify"} '
+                f"against the run's CA")
+        else:
+            probe_lines.append(f'  - {r["proxy"]}: not probed (no `openssl` binary)')
+    probes = "\n".join(probe_lines) or "  - not probed"
+
+    a, b = by.get(("rpcgate", "tls-small")), by.get(("nginx", "tls-small"))
+    verdict = "not measured (both proxies must run tls-small)"
+    if a and b and a.get("cpu_per_call") is not None and b.get("cpu_per_call"):
+        ratio = a["cpu_per_call"] / b["cpu_per_call"]
+        fails = sum(r["bad"] for r in tls_rows if r["proxy"] == "rpcgate")
+        checks_ok = all(str(r.get("check", "")).startswith("OK")
+                        for r in tls_rows if r["proxy"] == "rpcgate")
+        ok = ratio <= 1.0 and fails == 0 and checks_ok
+        verdict = (f'**{"MET" if ok else "NOT MET"}**: rpcgate/NGINX CPU per TLS call '
+                   f"(tls-small) = {ratio:.2f} (target ≤ 1.00); rpcgate failed calls in the "
+                   f"TLS scenarios = {fails}; gRPC checks over TLS "
+                   f"{'all OK' if checks_ok else 'NOT all OK'}.")
+        ha, hb = by.get(("rpcgate", "tls-handshake")), by.get(("nginx", "tls-handshake"))
+        if ha and hb and ha.get("cpu_per_call") is not None and hb.get("cpu_per_call"):
+            verdict += (f" CPU per full handshake: rpcgate/NGINX = "
+                        f'{ha["cpu_per_call"] / hb["cpu_per_call"]:.2f}.')
+
+    small = [calls_row(r) for r in tls_rows if r["scenario"] == "tls-small"]
+    hs_lines = ["| proxy | connections (2xx/asked) | handshakes/s | failed | CPU-µs/handshake | "
+                "mean connect ms | h2load clients / TCP accepts | proxy CPU 0 % | "
+                "client CPU 1 busy % | peak RSS MiB | CPU 0 other % | gRPC check |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    client_bound = []
+    for r in tls_rows:
+        if r["scenario"] != "tls-handshake":
+            continue
+        busy, other = r.get("cpu0_busy_pct"), r.get("cpu0_other_pct")
+        proxy_pct = busy - other if busy is not None and other is not None else None
+        c1 = r.get("cpu1_busy_pct")
+        if c1 is not None and c1 >= 90 and (proxy_pct is None or proxy_pct < 90):
+            client_bound.append(f'{r["proxy"]} (CPU 1 {c1:.0f}% busy, proxy '
+                                f'{fmt_num(proxy_pct, 0)}% of CPU 0)')
+        rss = r.get("rss_kib")
+        hs_lines.append(
+            f'| {r["proxy"]} | {r["ok"]:,}/{r["requested"]:,} | {fmt_int(r.get("rps"))} | '
+            f'{failed_cell(r)} | {fmt_num(r.get("cpu_per_call"))} | '
+            f'{fmt_num(r.get("connect_ms_mean"))} | '
+            f'{fmt_int(r.get("clients"))} / {fmt_int(r.get("tcp_accepts"))} | '
+            f'{fmt_num(proxy_pct, 0)} | '
+            f'{fmt_num(c1, 0)} | {"–" if rss is None else f"{rss / 1024:,.1f}"} | '
+            f'{fmt_num(other)} | {check_cell(r.get("check"))} |')
+    bound_note = ""
+    if client_bound:
+        bound_note = ("\n**Client-bound**: " + "; ".join(client_bound) + ". h2load's side of "
+                      "each handshake (key exchange, signature check, process start per "
+                      "batch) saturates CPU 1 before the proxy saturates CPU 0, so "
+                      "handshakes/s is the load generator's limit, not the proxy's. "
+                      "CPU-µs per handshake on the proxy is the figure that compares them.\n")
+
+    return f"""
+## TLS
+
+Both proxies terminate TLS with the same certificate and key (ECDSA P-256, written once for
+this run by `rpcgate certs --hosts localhost,127.0.0.1`) and speak h2c to the same two
+backends. NGINX: `listen … ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`,
+`ssl_session_tickets off; ssl_session_cache off;`. rpcgate: `[listeners.tls] cert/key`
+(rustls with aws-lc-rs, its default session settings). h2load: {meta.get("h2load_version")},
+{meta.get("openssl_version")}.
+
+- Negotiated (as h2load reports it):
+{nego_lines}
+- Session resumption, probed with `openssl s_client -sess_out` / `-sess_in` after the
+  handshake scenario:
+{probes}
+- Does h2load resume sessions? {meta.get("h2load_resumes", "unknown")}.
+
+### Target (the issue)
+
+{verdict}
+
+### tls-small: 100 B calls over TLS, `-c 16 -m 64`
+
+{chr(10).join(CALLS_HEADER + small)}
+
+### tls-handshake: a new TLS connection for every call
+
+Repeated `h2load -c B -n B -m 1` batches (B connections opened at once, one call each, so
+every 2xx call is one full TLS handshake on a new TCP connection), back to back until the
+count or the time bound. handshakes/s = 2xx connections / wall time of all batches (h2load
+process starts included). CPU-µs/handshake = proxy CPU over the measured batches / 2xx
+connections (accept, handshake, one proxied call, close). "mean connect ms" = h2load's mean
+"time for connect" (TCP + TLS, queueing behind the other connections of the batch included).
+"h2load clients / TCP accepts" = connections h2load opened, and TCP connections the host
+accepted meanwhile (/proc/net/snmp PassiveOpens: the proxy's accepts plus any new
+proxy-to-backend connections), proof that every call had a connection of its own.
+"client CPU 1 busy %" = how busy the load CPU (h2load + backends) was.
+
+{chr(10).join(hs_lines)}
+{bound_note}
+### CPU per TLS call and per handshake, rpcgate / NGINX
+
+{ratio_table(by, ["tls-small", "tls-handshake"], "call")}
+
+(For tls-handshake "call" means one new connection: a full handshake plus one call.)
+"""
+
+
 def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
     with open(meta_path) as f:
         meta = json.load(f)
@@ -326,63 +673,23 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
         for line in f:
             if line.strip():
                 rows.append(json.loads(line))
-    scen_desc = {
-        "small": "100 B, -c 16 -m 64",
-        "single": "100 B, -c 1 -m 100",
-        "large": "1 MiB each way, -c 4 -m 4",
-        "latency": "100 B, -c 1 -m 1",
-    }
-    lines = []
-    lines.append("| proxy | scenario | calls | calls/s | p50 µs | p99 µs | failed | "
-                 "CPU-µs/call | peak RSS MiB | CPU 0 other % | gRPC check |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    by = {}
-    for r in rows:
-        by[(r["proxy"], r["scenario"])] = r
-        cpu = r.get("cpu_per_call")
-        rss = r.get("rss_kib")
-        other = "–" if r.get("cpu0_other_pct") is None else f'{r["cpu0_other_pct"]:.1f}'
-        fail_detail = f'{r["bad"]}'
-        if r["bad"]:
-            fail_detail += (f' (failed {r.get("failed", "?")}, errored {r.get("errored", "?")}, '
-                            f'timeout {r.get("timeout", "?")}, non-2xx '
-                            f'{r.get("s3xx", 0) + r.get("s4xx", 0) + r.get("s5xx", 0)}'
-                            f'{"" if r.get("completed") else ", h2load cut by time bound"}'
-                            f'{statuses(r.get("bad_status"))})')
-        lines.append(
-            f'| {r["proxy"]} | {r["scenario"]} ({scen_desc.get(r["scenario"], "")}) | '
-            f'{r["ok"]:,}/{r["requested"]:,} | {fmt_int(r.get("rps"))} | '
-            f'{fmt_int(r.get("p50_us"))} | {fmt_int(r.get("p99_us"))} | {fail_detail} | '
-            f'{"–" if cpu is None else f"{cpu:,.1f}"} | '
-            f'{"–" if rss is None else f"{rss / 1024:,.1f}"} | '
-            f'{other} | '
-            f'{check_cell(r.get("check"))} |'
-        )
-    table = "\n".join(lines)
-
-    ratio_lines = ["| scenario | rpcgate CPU-µs/call | NGINX CPU-µs/call | rpcgate / NGINX |",
-                   "|---|---|---|---|"]
-    for s in ["small", "single", "large", "latency"]:
-        a, b = by.get(("rpcgate", s)), by.get(("nginx", s))
-        if not a or not b:
-            continue
-        ca, cb = a.get("cpu_per_call"), b.get("cpu_per_call")
-        ratio = f"{ca / cb:.2f}" if ca is not None and cb else "–"
-        ratio_lines.append(f'| {s} | {"–" if ca is None else f"{ca:,.1f}"} | '
-                           f'{"–" if cb is None else f"{cb:,.1f}"} | {ratio} |')
-    ratios = "\n".join(ratio_lines)
+    by = {(r["proxy"], r["scenario"]): r for r in rows}
+    plain = [r for r in rows if not r["scenario"].startswith("tls-")]
+    table = "\n".join(CALLS_HEADER + [calls_row(r) for r in plain])
+    ratios = ratio_table(by, ["small", "single", "large", "latency"], "call")
 
     a, b = by.get(("rpcgate", "small")), by.get(("nginx", "small"))
     verdict = "not measured"
     if a and b and a.get("cpu_per_call") is not None and b.get("cpu_per_call"):
         ratio = a["cpu_per_call"] / b["cpu_per_call"]
-        rpc_failures = sum(r["bad"] for r in rows if r["proxy"] == "rpcgate")
+        rpc_failures = sum(r["bad"] for r in plain if r["proxy"] == "rpcgate")
         checks_ok = all(str(r.get("check", "")).startswith("OK")
-                        for r in rows if r["proxy"] == "rpcgate")
+                        for r in plain if r["proxy"] == "rpcgate")
         ok = ratio <= 0.5 and rpc_failures == 0 and checks_ok
         verdict = (f'**{"MET" if ok else "NOT MET"}**: rpcgate/NGINX CPU per small call = '
-                   f"{ratio:.2f} (target ≤ 0.50); rpcgate failed calls over all scenarios = "
-                   f"{rpc_failures}; gRPC checks {'all OK' if checks_ok else 'NOT all OK'}.")
+                   f"{ratio:.2f} (target ≤ 0.50); rpcgate failed calls over all plaintext "
+                   f"scenarios = {rpc_failures}; gRPC checks "
+                   f"{'all OK' if checks_ok else 'NOT all OK'}.")
 
     others = [r["cpu0_other_pct"] for r in rows if r.get("cpu0_other_pct") is not None]
     noise = ""
@@ -401,10 +708,13 @@ Generated by `bench/run.sh` (see `bench/README.md` for the method and caveats).
 - Software: rpcgate `{meta["rpcgate_commit"]}` (release build, `workers = 1`, access log off);
   {meta["nginx_version"]}; {meta["h2load_version"]}
 - Layout: proxy pinned to CPU 0; two `rpcgate backend` processes and `h2load` pinned to
-  CPU 1; h2c on 127.0.0.1; a fresh proxy process per scenario, warmed up before the measured run.
+  CPU 1; h2c (or TLS to the proxy) on 127.0.0.1; a fresh proxy process per scenario, warmed
+  up before the measured run.
 - Load average (1/5/15 min) before: {meta["load_before"]}; after: {meta["load_after"]}
 - Other CPU-heavy processes seen during the run (compilers etc.): {meta.get("busy", "none")}
-{noise}
+{noise}"""
+    if plain:
+        md += f"""
 ## Target (the issue)
 
 {verdict}
@@ -429,14 +739,17 @@ name sent (h2load cannot see trailers, so this is what proves gRPC-level success
 
 {ratios}
 """
-    extra = meta.get("direct")
-    if extra:
-        md += f"""
+        extra = meta.get("direct")
+        if extra:
+            md += f"""
 ## Reference: h2load straight to one backend (no proxy), latency scenario
 
 p50 {fmt_int(extra.get("p50_us"))} µs, p99 {fmt_int(extra.get("p99_us"))} µs,
 {fmt_int(extra.get("rps"))} calls/s, {extra["ok"]:,}/{extra["requested"]:,} 2xx.
 """
+    else:
+        md += "\nPlaintext scenarios: not run in this run (`--tls-only`).\n"
+    md += tls_section(rows, by, meta)
     with open(out_path, "w") as f:
         f.write(md)
     print(md)
@@ -455,6 +768,8 @@ def main() -> None:
         "nprocs": cmd_nprocs,
         "cpu0": cmd_cpu0,
         "h2parse": cmd_h2parse,
+        "hsloop": cmd_hsloop,
+        "tlsprobe": cmd_tlsprobe,
         "check": cmd_check,
         "report": cmd_report,
     }

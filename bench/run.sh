@@ -5,15 +5,21 @@
 # pinned to CPU 1; h2c over 127.0.0.1 only, ports picked free at run time. For each proxy
 # and scenario a fresh proxy process is started, warmed up, measured (CPU from /proc, peak
 # RSS, h2load calls/s and per-call latencies), checked with real gRPC calls, and stopped.
+# TLS scenarios (tls-small, tls-handshake): both proxies terminate TLS with the SAME
+# certificate and key (`rpcgate certs`, generated once per run) and speak h2c to the backends.
 # Writes bench/RESULTS.md. See bench/README.md.
 #
 # Usage: bench/run.sh [--quick] [--no-build] [--keep] [--proxies "rpcgate nginx"]
+#                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
 MODE=full
 BUILD=1
 KEEP=0
 PROXIES="rpcgate nginx"
+PLAIN=1
+TLS=1
+OUT=""
 CMDLINE="bench/run.sh${*:+ $*}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -21,7 +27,10 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         --proxies) PROXIES="$2"; shift ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        --tls-only) PLAIN=0 ;;
+        --no-tls) TLS=0 ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -29,6 +38,12 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
+[[ $PLAIN -eq 1 || $TLS -eq 1 ]] || { echo "--tls-only and --no-tls exclude each other" >&2; exit 2; }
+# A partial run (--tls-only) must not overwrite the committed full results.
+if [[ -z $OUT ]]; then
+    if [[ $PLAIN -eq 1 ]]; then OUT="$BENCH/RESULTS.md"; else OUT="$BENCH/out/RESULTS-tls-only.md"; fi
+fi
+mkdir -p "$(dirname "$OUT")"
 PY=(python3 "$BENCH/benchlib.py")
 BIN="$ROOT/target/release/rpcgate"
 
@@ -46,6 +61,15 @@ SCENARIOS=(
     "latency 100     1  1   50000  5000  45"
 )
 WARM_BOUND=20
+
+# TLS scenarios, same columns. tls-small is the small scenario over TLS (h2load https://,
+# ALPN h2). tls-handshake: "-c" is the batch size: repeated `h2load -c B -n B -m 1` runs,
+# each connection one full handshake + one call; "calls" is the number of connections and
+# the time bound covers all batches together.
+TLS_SCENARIOS=(
+    "tls-small     100 16  64 300000 40000 75"
+    "tls-handshake 100 128 1  20000  3000  60"
+)
 
 # ------------------------------------------------------------------ prerequisites
 as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -108,8 +132,14 @@ busy_procs() {
         | sort -u | paste -sd, - || true
 }
 
-# ------------------------------------------------------------------ payloads, backends
+# ------------------------------------------------------------------ payloads, PKI, backends
 "${PY[@]}" payload 100 "$WORK/p100.bin"
+CERTS="$WORK/certs"
+if [[ $TLS -eq 1 ]]; then
+    # One development PKI per run (ECDSA P-256), used by BOTH proxies.
+    "$BIN" certs --dir "$CERTS" --hosts localhost,127.0.0.1 >"$WORK/certs.log" 2>&1 \
+        || die "rpcgate certs failed: $(cat "$WORK/certs.log")"
+fi
 "${PY[@]}" payload 1048576 "$WORK/p1048576.bin"
 
 B1=$("${PY[@]}" freeport)
@@ -128,8 +158,17 @@ log "backends b1=127.0.0.1:$B1 b2=127.0.0.1:$B2 (CPU 1)"
 # ------------------------------------------------------------------ proxies
 PROXY_PID=""
 start_rpcgate() {
-    local port=$1 dir="$WORK/rpcgate"
+    # start_rpcgate PORT [tls]
+    local port=$1 tls=${2:-} dir="$WORK/rpcgate"
     mkdir -p "$dir"
+    local tls_table=""
+    if [[ $tls == tls ]]; then
+        # rustls defaults apply: a 256-entry server session cache, no ticketer (TLS 1.3
+        # "tickets" are stateful ids into that cache), 2 tickets sent per handshake.
+        tls_table="[listeners.tls]
+cert = \"$CERTS/server-cert.pem\"
+key = \"$CERTS/server-key.pem\""
+    fi
     cat >"$dir/rpcgate.toml" <<EOF
 [server]
 workers = 1
@@ -142,6 +181,7 @@ access_log = "off"
 [[listeners]]
 name = "bench"
 address = "127.0.0.1:$port"
+$tls_table
 
 [[listeners.routes]]
 match.path_prefix = "/"
@@ -158,8 +198,20 @@ EOF
 }
 
 start_nginx() {
-    local port=$1 dir="$WORK/nginx"
+    # start_nginx PORT [tls]
+    local port=$1 tls=${2:-} dir="$WORK/nginx"
     mkdir -p "$dir/tmp"
+    local listen="listen 127.0.0.1:$port http2;"
+    if [[ $tls == tls ]]; then
+        # Same certificate and key as rpcgate; no session cache and no tickets, so every
+        # new connection is a full handshake whatever the client does.
+        listen="listen 127.0.0.1:$port ssl http2;
+        ssl_certificate $CERTS/server-cert.pem;
+        ssl_certificate_key $CERTS/server-key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;"
+    fi
     local user_line=""
     [[ $EUID -eq 0 ]] && user_line="user root;"
     cat >"$dir/nginx.conf" <<EOF
@@ -183,7 +235,7 @@ http {
         keepalive_requests 1000000000;
     }
     server {
-        listen 127.0.0.1:$port http2;
+        $listen
         http2_max_concurrent_streams 256;
         keepalive_requests 1000000000;
         client_max_body_size 0;
@@ -219,52 +271,79 @@ RESULTS="$WORK/results.jsonl"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 BUSY_SEEN="$(busy_procs)"
 
+RUN_SCENARIOS=()
+[[ $PLAIN -eq 1 ]] && RUN_SCENARIOS+=("${SCENARIOS[@]}")
+[[ $TLS -eq 1 ]] && RUN_SCENARIOS+=("${TLS_SCENARIOS[@]}")
+
 for proxy in $PROXIES; do
-    for spec in "${SCENARIOS[@]}"; do
+    for spec in "${RUN_SCENARIOS[@]}"; do
         read -r scen size conns streams n_full n_quick bound <<<"$spec"
         n=$n_full
         [[ $MODE == quick ]] && n=$n_quick
         warm=$((n / 10))
         [[ $warm -lt $((conns * streams)) ]] && warm=$((conns * streams))
         port=$("${PY[@]}" freeport)
-        url="http://127.0.0.1:$port/helloworld.Greeter/SayHello"
+        tls=""
+        scheme=http
+        if [[ $scen == tls-* ]]; then tls=tls; scheme=https; fi
+        url="$scheme://127.0.0.1:$port/helloworld.Greeter/SayHello"
         payload="$WORK/p$size.bin"
         case "$proxy" in
-            rpcgate) start_rpcgate "$port" ;;
-            nginx) start_nginx "$port" ;;
+            rpcgate) start_rpcgate "$port" "$tls" ;;
+            nginx) start_nginx "$port" "$tls" ;;
             *) die "unknown proxy $proxy" ;;
         esac
-        log "$proxy/$scen: warm-up $warm calls, then $n calls (-c $conns -m $streams, bound ${bound}s)"
-        h2load_run "$url" "$payload" "$warm" "$conns" "$streams" "$WARM_BOUND" "$WORK/$proxy-$scen.warm.txt" ""
-        cpu0=$("${PY[@]}" cpu "$PROXY_PID")
-        read -r core_busy0 core_total0 < <("${PY[@]}" cpu0)
-        h2load_run "$url" "$payload" "$n" "$conns" "$streams" "$bound" \
-            "$WORK/$proxy-$scen.txt" "$WORK/$proxy-$scen.log"
-        cpu1=$("${PY[@]}" cpu "$PROXY_PID")
-        read -r core_busy1 core_total1 < <("${PY[@]}" cpu0)
+        probe='{}'
+        if [[ $scen == tls-handshake ]]; then
+            log "$proxy/$scen: warm-up $warm connections, then $n new TLS connections with one call each (batches of $conns, bound ${bound}s)"
+            mkdir -p "$WORK/$proxy-$scen.warm" "$WORK/$proxy-$scen"
+            timeout -k 5 $((WARM_BOUND + 25)) taskset -c 1 "${PY[@]}" hsloop "$url" "$payload" \
+                "$warm" "$conns" "$WARM_BOUND" "$WORK/$proxy-$scen.warm" >"$WORK/$proxy-$scen.warm.json" || true
+            cpu0=$("${PY[@]}" cpu "$PROXY_PID")
+            read -r core_busy0 core_total0 < <("${PY[@]}" cpu0)
+            parsed=$(timeout -k 5 $((bound + 25)) taskset -c 1 "${PY[@]}" hsloop "$url" "$payload" \
+                "$n" "$conns" "$bound" "$WORK/$proxy-$scen") \
+                || parsed="{\"requested\": $n, \"ok\": 0, \"bad\": $n, \"completed\": false}"
+            cpu1=$("${PY[@]}" cpu "$PROXY_PID")
+            read -r core_busy1 core_total1 < <("${PY[@]}" cpu0)
+            probe=$("${PY[@]}" tlsprobe "$port" "$CERTS/ca-cert.pem" 2>/dev/null) || probe='{"probed": false}'
+        else
+            log "$proxy/$scen: warm-up $warm calls, then $n calls (-c $conns -m $streams, bound ${bound}s)"
+            h2load_run "$url" "$payload" "$warm" "$conns" "$streams" "$WARM_BOUND" "$WORK/$proxy-$scen.warm.txt" ""
+            cpu0=$("${PY[@]}" cpu "$PROXY_PID")
+            read -r core_busy0 core_total0 < <("${PY[@]}" cpu0)
+            h2load_run "$url" "$payload" "$n" "$conns" "$streams" "$bound" \
+                "$WORK/$proxy-$scen.txt" "$WORK/$proxy-$scen.log"
+            cpu1=$("${PY[@]}" cpu "$PROXY_PID")
+            read -r core_busy1 core_total1 < <("${PY[@]}" cpu0)
+            parsed=$("${PY[@]}" h2parse "$WORK/$proxy-$scen.txt" "$WORK/$proxy-$scen.log" "$n")
+        fi
         rss=$("${PY[@]}" rss "$PROXY_PID")
         check=$("${PY[@]}" check "$url" "$size" b1 b2 2>&1 | tail -1) || true
         BUSY_SEEN="$BUSY_SEEN${BUSY_SEEN:+; }$(busy_procs)"
         stop_pid "$PROXY_PID"
-        parsed=$("${PY[@]}" h2parse "$WORK/$proxy-$scen.txt" "$WORK/$proxy-$scen.log" "$n")
         PROXY="$proxy" SCEN="$scen" CPU_US=$((cpu1 - cpu0)) \
             CORE_BUSY=$((core_busy1 - core_busy0)) CORE_TOTAL=$((core_total1 - core_total0)) RSS="$rss" CHECK="$check" \
-            PARSED="$parsed" python3 -c '
+            PARSED="$parsed" PROBE="$probe" python3 -c '
 import json, os
 r = json.loads(os.environ["PARSED"])
 r.update(proxy=os.environ["PROXY"], scenario=os.environ["SCEN"],
          cpu_us=int(os.environ["CPU_US"]), rss_kib=int(os.environ["RSS"]),
          check=os.environ["CHECK"].replace("|", "/"))
+probe = json.loads(os.environ["PROBE"])
+if probe:
+    r["probe"] = probe
 r["cpu_per_call"] = r["cpu_us"] / r["ok"] if r["ok"] else None
 busy, total = int(os.environ["CORE_BUSY"]), int(os.environ["CORE_TOTAL"])
 r["cpu0_other_pct"] = max(0, busy - r["cpu_us"]) * 100 / total if total else None
+r["cpu0_busy_pct"] = busy * 100 / total if total else None
 print(json.dumps(r))' >>"$RESULTS"
         log "$proxy/$scen: $(tail -1 "$RESULTS")"
         if ! grep -qE '"bad": 0[,}]' <<<"$parsed" || [[ $check != OK* ]]; then
             KEEP=1
             log "$proxy/$scen: FAILED CALLS or gRPC check failure; keeping $WORK for inspection"
         fi
-        if ! grep -q 'finished in' "$WORK/$proxy-$scen.txt"; then
+        if [[ $scen != tls-handshake ]] && ! grep -q 'finished in' "$WORK/$proxy-$scen.txt"; then
             log "$proxy/$scen: h2load did not finish; its output:"
             tail -20 "$WORK/$proxy-$scen.txt" >&2 || true
         fi
@@ -272,13 +351,28 @@ print(json.dumps(r))' >>"$RESULTS"
 done
 
 # Reference: latency straight to one backend, no proxy in the path.
-read -r _ size conns streams n_full n_quick bound <<<"${SCENARIOS[3]}"
-n=$n_full
-[[ $MODE == quick ]] && n=$n_quick
-url="http://127.0.0.1:$B1/helloworld.Greeter/SayHello"
-h2load_run "$url" "$WORK/p$size.bin" "$((n / 10))" 1 1 "$WARM_BOUND" "$WORK/direct.warm.txt" ""
-h2load_run "$url" "$WORK/p$size.bin" "$n" 1 1 "$bound" "$WORK/direct.txt" "$WORK/direct.log"
-"${PY[@]}" h2parse "$WORK/direct.txt" "$WORK/direct.log" "$n" >"$WORK/direct.json"
+if [[ $PLAIN -eq 1 ]]; then
+    read -r _ size conns streams n_full n_quick bound <<<"${SCENARIOS[3]}"
+    n=$n_full
+    [[ $MODE == quick ]] && n=$n_quick
+    url="http://127.0.0.1:$B1/helloworld.Greeter/SayHello"
+    h2load_run "$url" "$WORK/p$size.bin" "$((n / 10))" 1 1 "$WARM_BOUND" "$WORK/direct.warm.txt" ""
+    h2load_run "$url" "$WORK/p$size.bin" "$n" 1 1 "$bound" "$WORK/direct.txt" "$WORK/direct.log"
+    "${PY[@]}" h2parse "$WORK/direct.txt" "$WORK/direct.log" "$n" >"$WORK/direct.json"
+else
+    echo 'null' >"$WORK/direct.json"
+fi
+
+# Does h2load ever offer a saved TLS session (which would make some handshakes resumptions)?
+# It resumes only through OpenSSL's SSL_set_session; look for that import.
+H2LOAD_RESUMES="unknown (nm not available)"
+if [[ $TLS -eq 1 ]] && command -v nm >/dev/null 2>&1; then
+    if nm -D "$(command -v h2load)" 2>/dev/null | grep -q 'SSL_set_session'; then
+        H2LOAD_RESUMES="possibly (h2load imports SSL_set_session)"
+    else
+        H2LOAD_RESUMES="no (h2load does not import SSL_set_session: every connection is a full handshake)"
+    fi
+fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 BUSY_SEEN="$(tr ';' '\n' <<<"$BUSY_SEEN" | tr ',' '\n' | sed 's/^ *//' | grep -v '^$' | sort -u | paste -sd, - || true)"
@@ -288,16 +382,18 @@ NPROC="$(nproc)" CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-
 KERNEL="$(uname -r)" COMMIT="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
 NGINX_V="$("$NGINX" -v 2>&1)" H2LOAD_V="$(h2load --version 2>&1 | head -1)" \
 LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" BUSY="${BUSY_SEEN:-none}" \
+H2LOAD_RESUMES="$H2LOAD_RESUMES" OPENSSL_V="$(openssl version 2>/dev/null || echo unknown)" \
 DIRECT="$WORK/direct.json" python3 -c '
 import json, os
 e = os.environ
 meta = dict(date=e["DATE"], command=e["CMDLINE"], mode=e["MODE"], nproc=e["NPROC"],
             cpu_model=e["CPU_MODEL"], kernel=e["KERNEL"], rpcgate_commit=e["COMMIT"],
             nginx_version=e["NGINX_V"], h2load_version=e["H2LOAD_V"],
-            load_before=e["LOAD_BEFORE"], load_after=e["LOAD_AFTER"], busy=e["BUSY"])
+            load_before=e["LOAD_BEFORE"], load_after=e["LOAD_AFTER"], busy=e["BUSY"],
+            h2load_resumes=e["H2LOAD_RESUMES"], openssl_version=e["OPENSSL_V"])
 with open(e["DIRECT"]) as f:
     meta["direct"] = json.load(f)
 print(json.dumps(meta))' >"$WORK/meta.json"
 
-"${PY[@]}" report "$RESULTS" "$WORK/meta.json" "$BENCH/RESULTS.md"
-log "wrote $BENCH/RESULTS.md"
+"${PY[@]}" report "$RESULTS" "$WORK/meta.json" "$OUT"
+log "wrote $OUT"
