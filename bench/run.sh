@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
         --tls-only) PLAIN=0 ;;
         --no-tls) TLS=0 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
