@@ -260,12 +260,22 @@ async fn backend_serves_mutual_tls_from_certs_files_and_exits_on_sigterm() {
     };
     assert_eq!(message, "Hello Ann from tls1");
 
-    // Without a client certificate the handshake is refused.
+    // Without a client certificate the handshake is refused. Under TLS 1.3 the client
+    // learns it from the alert or from the close that follows, whichever it reads first,
+    // so tonic reports it as CertificateRequired, a closed connection or a broken pipe:
+    // always a transport error, never a reply.
     let refused = say_hello(addr, client_tls(&dir, false)).await;
     assert!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.contains("CertificateRequired")),
+        refused.as_ref().is_err_and(|e| {
+            [
+                "CertificateRequired",
+                "connection closed",
+                "broken pipe",
+                "transport error",
+            ]
+            .iter()
+            .any(|reason| e.contains(reason))
+        }),
         "{refused:?}"
     );
 
