@@ -93,6 +93,9 @@ pub(crate) struct ConnCtx {
     pub(crate) upstreams: Arc<Upstreams>,
     /// The verified client certificate (mutual TLS listeners).
     pub(crate) client_identity: Option<crate::tls::ClientIdentity>,
+    /// Whether a request has ever started on this connection (for the first-request
+    /// deadline).
+    pub(crate) started: AtomicBool,
     /// Calls in flight on this connection (for the idle timeout).
     pub(crate) active: AtomicUsize,
     /// When the last call ended, in ms since `since`.
@@ -102,6 +105,9 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     fn enter(self: &Arc<Self>) -> ActiveCall {
+        if !self.started.load(Ordering::Relaxed) {
+            self.started.store(true, Ordering::Relaxed);
+        }
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveCall(self.clone())
     }

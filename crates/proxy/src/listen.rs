@@ -283,6 +283,7 @@ async fn accept_loop(
                     peer,
                     upstreams,
                     client_identity,
+                    started: AtomicBool::new(false),
                     active: AtomicUsize::new(0),
                     last_active_ms: AtomicU64::new(0),
                     since: Instant::now(),

@@ -27,6 +27,12 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 8 << 20;
 /// How long a client may take to send an HTTP/1.1 request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A total deadline, from accept (or the end of the TLS handshake) to the first request:
+/// it covers the HTTP/2 preface, SETTINGS and the first request's headers, so a client
+/// that connects and then sends nothing, or dribbles a byte at a time, cannot hold a
+/// connection slot (slowloris). The listener's `idle_timeout` applies when it is shorter.
+/// NGINX's default timers are per phase and let such a client stay 60 s and more.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The hyper connection builder for a listener, built once and reused per connection.
 pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
@@ -64,6 +70,8 @@ pub(crate) async fn serve<IO>(
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));
+    let mut first_request = Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT.min(idle_timeout)));
+    let mut awaiting_first_request = true;
     let mut draining = *shutdown.borrow();
     if draining {
         connection.as_mut().graceful_shutdown();
@@ -80,6 +88,15 @@ pub(crate) async fn serve<IO>(
                 if changed.is_err() || *shutdown.borrow() {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = first_request.as_mut(), if awaiting_first_request => {
+                awaiting_first_request = false;
+                if !ctx.started.load(Ordering::Relaxed) {
+                    // No call can be lost: none ever started. Close at once rather than
+                    // wait for a graceful goodbye the client may never read.
+                    tracing::debug!(%peer, "no request in time after connecting; connection closed");
+                    return;
                 }
             }
             _ = idle_check.as_mut(), if !draining => {
