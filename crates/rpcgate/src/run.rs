@@ -43,20 +43,28 @@ pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
     })
 }
 
-/// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came.
+/// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came. SIGHUP (NGINX's
+/// reload signal) must not kill the proxy, whose default action it is: until reloads are
+/// built, it is logged and the running configuration stays.
 async fn wait_for_stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = quit.recv() => "SIGQUIT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = quit.recv() => return "SIGQUIT",
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP: configuration reload is not implemented yet; the running configuration stays");
+            }
+        }
     }
 }
