@@ -4,41 +4,28 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::OneCluster;
+use common::files::{TempDir, read_lines};
 use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
 
-fn config(backend: &rpcgate_testkit::BackendHandle, log: &std::path::Path, format: &str) -> String {
-    common::simple_config(&[backend], "").replace(
-        "access_log = \"off\"",
-        &format!("access_log = \"{}\"\nformat = \"{format}\"", log.display()),
-    )
-}
-
-/// Waits until the log file holds `lines` lines (the writer thread flushes after each batch).
-async fn read_lines(path: &std::path::Path, lines: usize) -> Vec<String> {
-    tokio::time::timeout(common::WAIT, async {
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let found: Vec<String> = text.lines().map(str::to_string).collect();
-            if found.len() >= lines {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("access log lines written")
+/// One cluster over `backend`, logging every call to `log` in `format`.
+fn config(
+    backend: &rpcgate_testkit::BackendHandle,
+    log: &std::path::Path,
+    format: &str,
+) -> OneCluster {
+    OneCluster::backends(&[backend]).log(format!(
+        "access_log = \"{}\"\nformat = \"{format}\"",
+        log.display()
+    ))
 }
 
 #[tokio::test]
 async fn json_lines_record_route_endpoint_and_final_grpc_status() {
-    let dir = std::env::temp_dir().join(format!("rpcgate-access-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("access.json");
-    let _ = std::fs::remove_file(&log);
+    let dir = TempDir::new("access");
+    let log = dir.0.join("access.json");
     let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config(&backend, &log, "json"));
+    let proxy = common::start_proxy(&config(&backend, &log, "json").build());
     let mut client = GreeterClient::new(proxy.channel().await);
     client
         .say_hello(HelloRequest { name: "ok".into() })
@@ -73,20 +60,16 @@ async fn json_lines_record_route_endpoint_and_final_grpc_status() {
     assert_eq!(failed["grpc_status"], 5);
     assert_eq!(failed["request_id"], "req-42");
     proxy.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn text_lines_read_like_nginx_and_include_proxy_errors() {
-    let dir = std::env::temp_dir().join(format!("rpcgate-access-text-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("access.log");
-    let _ = std::fs::remove_file(&log);
+    let dir = TempDir::new("access-text");
+    let log = dir.0.join("access.log");
     let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let text = config(&backend, &log, "text").replace(
-        "match.path_prefix = \"/\"",
-        "match.service = \"helloworld.Greeter\"",
-    );
+    let text = config(&backend, &log, "text")
+        .route_match("match.service = \"helloworld.Greeter\"")
+        .build();
     let proxy = common::start_proxy(&text);
     let channel = proxy.channel().await;
     let mut client = GreeterClient::new(channel.clone());
@@ -114,5 +97,4 @@ async fn text_lines_read_like_nginx_and_include_proxy_errors() {
     );
     assert!(lines[1].contains("route=- cluster=-"), "{}", lines[1]);
     proxy.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use common::{OneCluster, bounded, hello};
 use futures_util::{Stream, StreamExt};
 use rpcgate_testkit::pb::helloworld::greeter_server::{Greeter, GreeterServer};
 use rpcgate_testkit::pb::helloworld::{
@@ -21,17 +22,6 @@ use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Bounds a future by [`common::WAIT`].
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(common::WAIT, f)
-        .await
-        .expect("timed out")
-}
-
-fn hello(name: &str) -> HelloRequest {
-    HelloRequest { name: name.into() }
-}
 
 /// Three backends named b1, b2, b3.
 async fn three_backends() -> [BackendHandle; 3] {
@@ -98,25 +88,13 @@ async fn round_robin_spreads_one_connection_evenly() {
 #[tokio::test]
 async fn round_robin_weights_hold() {
     let [b1, b2, b3] = three_backends().await;
-    let config = format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-[[clusters]]
-name = "main"
-endpoints = ["{}", {{ address = "{}", weight = 2 }}, {{ address = "{}", weight = 1 }}]
-"#,
+    let config = OneCluster::new(format!(
+        "\"{}\", {{ address = \"{}\", weight = 2 }}, {{ address = \"{}\", weight = 1 }}",
         b1.addr(),
         b2.addr(),
         b3.addr()
-    );
+    ))
+    .build();
     let proxy = common::start_proxy(&config);
     let counts = spread(&proxy.channel().await, 400, 1).await;
     assert_near(&counts, &[("b1", 100.0), ("b2", 200.0), ("b3", 100.0)], 0.0);
@@ -136,15 +114,14 @@ async fn random_spreads_within_twenty_percent() {
 #[tokio::test]
 async fn random_weights_hold() {
     let [b1, b2, b3] = three_backends().await;
-    let config = common::simple_config(&[], "lb = \"random\"").replace(
-        "endpoints = []",
-        &format!(
-            "endpoints = [\"{}\", {{ address = \"{}\", weight = 2 }}, \"{}\"]",
-            b1.addr(),
-            b2.addr(),
-            b3.addr()
-        ),
-    );
+    let config = OneCluster::new(format!(
+        "\"{}\", {{ address = \"{}\", weight = 2 }}, \"{}\"",
+        b1.addr(),
+        b2.addr(),
+        b3.addr()
+    ))
+    .cluster("lb = \"random\"")
+    .build();
     let proxy = common::start_proxy(&config);
     // Shares 1/4, 1/2, 1/4 of 1200: σ ≈ 15 and 17.3, so ±20% is ≥ 4σ.
     let counts = spread(&proxy.channel().await, 1200, 16).await;
@@ -279,10 +256,9 @@ async fn p2c_ewma_prefers_the_fast_backend() {
     // Far slower than any hiccup of the fast one on a busy machine: a peak-EWMA spike
     // of the fast backend decays slowly (τ = 10 s) and must not outweigh this.
     let slow = spawn_fixed_delay("slow", Duration::from_millis(150)).await;
-    let config = common::simple_config(&[], "lb = \"p2c_ewma\"").replace(
-        "endpoints = []",
-        &format!("endpoints = [\"{fast}\", \"{slow}\"]"),
-    );
+    let config = OneCluster::new(common::address_list(&[fast, slow]))
+        .cluster("lb = \"p2c_ewma\"")
+        .build();
     let proxy = common::start_proxy(&config);
     let channel = proxy.channel().await;
 

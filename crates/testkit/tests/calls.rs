@@ -6,51 +6,24 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use common::http::{http1_get, http1_request, spawn_http1_server};
+use common::raw_h2::grpc_frame;
+use common::{OneCluster, bounded, hello, text, with_meta};
 use futures_util::Stream;
 use http::{Request, StatusCode};
-use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use rpcgate_testkit::pb::helloworld::{
-    HelloReply, HelloRequest, HelloStreamRequest, greeter_client::GreeterClient,
+    HelloReply, HelloStreamRequest, greeter_client::GreeterClient,
 };
 use rpcgate_testkit::{BackendHandle, MAX_MESSAGE_BYTES, meta};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tonic::Code;
 use tonic::codec::CompressionEncoding;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Code, Request as GrpcRequest};
-
-/// Bounds a future by [`common::WAIT`].
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(common::WAIT, f)
-        .await
-        .expect("timed out")
-}
-
-fn hello(name: &str) -> HelloRequest {
-    HelloRequest { name: name.into() }
-}
-
-fn with_meta<T>(message: T, pairs: &[(&'static str, &str)]) -> GrpcRequest<T> {
-    let mut request = GrpcRequest::new(message);
-    for (key, value) in pairs {
-        request
-            .metadata_mut()
-            .insert(*key, MetadataValue::try_from(*value).unwrap());
-    }
-    request
-}
-
-fn text<'a>(md: &'a MetadataMap, key: &str) -> Option<&'a str> {
-    md.get(key).and_then(|v| v.to_str().ok())
-}
 
 /// A Greeter client through `channel` that takes and sends big messages.
 fn greeter(channel: Channel) -> GreeterClient<Channel> {
@@ -62,24 +35,7 @@ fn greeter(channel: Channel) -> GreeterClient<Channel> {
 /// A backend and a proxy in front of it, with extra route keys (TOML lines).
 async fn setup(route_extra: &str) -> (BackendHandle, common::TestProxy) {
     let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let config = format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-{route_extra}
-[[clusters]]
-name = "main"
-endpoints = ["{}"]
-"#,
-        backend.addr()
-    );
+    let config = OneCluster::backends(&[&backend]).route(route_extra).build();
     let proxy = common::start_proxy(&config);
     (backend, proxy)
 }
@@ -358,27 +314,6 @@ async fn gzip_messages_pass_both_ways() {
     proxy.shutdown().await;
 }
 
-/// A gRPC frame (uncompressed) carrying `message`.
-fn grpc_frame(message: &impl Message) -> Bytes {
-    let body = message.encode_to_vec();
-    let mut frame = BytesMut::with_capacity(5 + body.len());
-    frame.put_u8(0);
-    frame.put_u32(body.len() as u32);
-    frame.put_slice(&body);
-    frame.freeze()
-}
-
-/// Reads a whole HTTP body.
-async fn collect(mut body: Incoming) -> Bytes {
-    let mut out = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    Bytes::from(out)
-}
-
 /// An HTTP/1.1 POST of a gRPC request with the given extra headers.
 async fn http1_grpc_post(
     addr: SocketAddr,
@@ -386,29 +321,16 @@ async fn http1_grpc_post(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> (http::response::Parts, Bytes) {
-    bounded(async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut builder = Request::post(path)
-            .header("host", addr.to_string())
-            .header("content-type", "application/grpc");
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        // `String` is the one ready-made body type at hand; a small message's gRPC frame
-        // is plain ASCII, so it fits.
-        let body = String::from_utf8(body.to_vec()).expect("a small ASCII frame");
-        let response = sender
-            .send_request(builder.body(body).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        (parts, collect(body).await)
-    })
-    .await
+    let mut builder = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/grpc");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    // `String` is the one ready-made body type at hand; a small message's gRPC frame
+    // is plain ASCII, so it fits.
+    let body = String::from_utf8(body.to_vec()).expect("a small ASCII frame");
+    http1_request(addr, builder.body(body).unwrap()).await
 }
 
 #[tokio::test]
@@ -682,57 +604,18 @@ async fn client_streaming_of_many_megabytes_passes() {
 /// An HTTP/1.1 server that answers every request with the request's headers as
 /// `name: value` lines, and adds hop-by-hop headers of its own to the response.
 async fn spawn_header_echo_server() -> SocketAddr {
-    use std::convert::Infallible;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                let mut lines = String::new();
-                for (name, value) in request.headers() {
-                    lines.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
-                }
-                Ok::<_, Infallible>(
-                    http::Response::builder()
-                        .header("connection", "x-hop-resp")
-                        .header("x-hop-resp", "1")
-                        .header("keep-alive", "timeout=5")
-                        .header("x-end-to-end", "kept")
-                        .body(lines)
-                        .unwrap(),
-                )
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+    spawn_http1_server(|request| {
+        let mut lines = String::new();
+        for (name, value) in request.headers() {
+            lines.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
         }
-    });
-    addr
-}
-
-/// One HTTP/1.1 GET with extra headers: response head and body.
-async fn http1_get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (http::response::Parts, Bytes) {
-    bounded(async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut builder = Request::get(path).header("host", addr.to_string());
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = sender
-            .send_request(builder.body(String::new()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        (parts, collect(body).await)
+        http::Response::builder()
+            .header("connection", "x-hop-resp")
+            .header("x-hop-resp", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-end-to-end", "kept")
+            .body(lines)
+            .unwrap()
     })
     .await
 }
@@ -740,25 +623,13 @@ async fn http1_get(
 #[tokio::test]
 async fn http1_upstream_gets_the_same_header_treatment_both_ways() {
     let upstream = spawn_header_echo_server().await;
-    let config = format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "rest"
-request_headers = {{ "x-env" = "prod" }}
-response_headers = {{ "x-frame-options" = "DENY" }}
-[[clusters]]
-name = "rest"
-endpoints = ["{upstream}"]
-protocol = "http1"
-"#
-    );
+    let config = OneCluster::new(format!("\"{upstream}\""))
+        .route(
+            r#"request_headers = { "x-env" = "prod" }
+response_headers = { "x-frame-options" = "DENY" }"#,
+        )
+        .cluster("protocol = \"http1\"")
+        .build();
     let proxy = common::start_proxy(&config);
     let (head, body) = http1_get(
         proxy.addr,

@@ -6,71 +6,26 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use prost::Message;
-use rpcgate_testkit::pb::helloworld::{
-    HelloRequest, HelloStreamRequest, greeter_client::GreeterClient,
-};
+use bytes::Bytes;
+use common::http::spawn_h2c_server;
+use common::raw_h2::{grpc_frame, grpc_request, raw_connect};
+use common::{OneCluster, bounded, hello, text, with_meta};
+use http::{HeaderMap, Response, StatusCode};
+use rpcgate_testkit::pb::helloworld::{HelloStreamRequest, greeter_client::GreeterClient};
 use rpcgate_testkit::{BackendHandle, meta};
-use tokio::net::{TcpListener, TcpStream};
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request as GrpcRequest};
-
-/// Bounds a future by [`common::WAIT`].
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(common::WAIT, f)
-        .await
-        .expect("timed out")
-}
-
-fn hello(name: &str) -> HelloRequest {
-    HelloRequest { name: name.into() }
-}
-
-fn with_meta<T>(message: T, pairs: &[(&'static str, &str)]) -> GrpcRequest<T> {
-    let mut request = GrpcRequest::new(message);
-    for (key, value) in pairs {
-        request
-            .metadata_mut()
-            .insert(*key, MetadataValue::try_from(*value).unwrap());
-    }
-    request
-}
-
-fn text<'a>(md: &'a MetadataMap, key: &str) -> Option<&'a str> {
-    md.get(key).and_then(|v| v.to_str().ok())
-}
 
 /// A config with one listener whose routes send `/helloworld.Greeter/` to cluster
 /// `main` (with extra route keys) and nothing else anywhere; `main` has `endpoints`.
 fn config(endpoints: &str, route_extra: &str, cluster_extra: &str) -> String {
-    format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[[listeners.routes]]
-match.service = "helloworld.Greeter"
-cluster = "main"
-{route_extra}
-[[clusters]]
-name = "main"
-endpoints = [{endpoints}]
-{cluster_extra}
-"#
-    )
+    OneCluster::new(endpoints)
+        .route_match("match.service = \"helloworld.Greeter\"")
+        .route(route_extra)
+        .cluster(cluster_extra)
+        .build()
 }
 
 fn backend_config(backend: &BackendHandle, route_extra: &str) -> String {
@@ -81,16 +36,6 @@ fn backend_config(backend: &BackendHandle, route_extra: &str) -> String {
 fn dead_address() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
-}
-
-/// A gRPC frame (uncompressed) carrying `message`.
-fn grpc_frame(message: &impl Message) -> Bytes {
-    let body = message.encode_to_vec();
-    let mut frame = BytesMut::with_capacity(5 + body.len());
-    frame.put_u8(0);
-    frame.put_u32(body.len() as u32);
-    frame.put_slice(&body);
-    frame.freeze()
 }
 
 /// What a raw HTTP/2 client saw of a response.
@@ -105,20 +50,10 @@ struct RawResponse {
 /// One gRPC `SayHello` over a raw h2 connection (no tonic in between), with extra headers.
 async fn raw_grpc(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
     bounded(async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut client = client.ready().await.unwrap();
-        let mut request = Request::post(format!("http://{addr}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
+        let conn = raw_connect(addr).await;
+        let mut client = conn.send.ready().await.unwrap();
         let (response, mut send) = client
-            .send_request(request.body(()).unwrap(), false)
+            .send_request(grpc_request(addr, path, headers), false)
             .unwrap();
         send.send_data(grpc_frame(&hello("raw")), true).unwrap();
         let response = response.await.unwrap();
@@ -168,73 +103,34 @@ fn assert_no_server_header(headers: &HeaderMap) {
     }
 }
 
-/// Reads a whole HTTP body.
-async fn collect(mut body: Incoming) -> Bytes {
-    let mut out = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    Bytes::from(out)
-}
-
 /// One plain HTTP/1.1 GET on a fresh connection: status, headers and body.
 async fn http1_get(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, Bytes) {
-    bounded(async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut request = Request::get(path).header("host", addr.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = sender
-            .send_request(request.body(String::new()).unwrap())
-            .await
-            .unwrap();
-        let (head, body) = response.into_parts();
-        (head.status, head.headers, collect(body).await)
-    })
-    .await
+    let (head, body) = common::http::http1_get(addr, path, headers).await;
+    (head.status, head.headers, body)
 }
 
 /// An h2c server that answers every request with the HTTP status in its `x-status`
 /// header (502 by default), `text/html`, no gRPC status at all: a misbehaving backend
 /// or an HTTP middlebox.
 async fn spawn_http_error_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                let status = request
-                    .headers()
-                    .get("x-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u16>().ok())
-                    .unwrap_or(502);
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .status(status)
-                        .header("content-type", "text/html")
-                        .body(format!("<html><body>error {status}</body></html>"))
-                        .unwrap(),
-                )
-            });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    addr
+    spawn_h2c_server(|request| {
+        let status = request
+            .headers()
+            .get("x-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u16>().ok())
+            .unwrap_or(502);
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/html")
+            .body(format!("<html><body>error {status}</body></html>"))
+            .unwrap()
+    })
+    .await
 }
 
 #[tokio::test]

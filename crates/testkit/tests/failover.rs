@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{WAIT, served_by, simple_config, start_proxy};
+use common::{OneCluster, TestProxy, WAIT, address_list, served_by, simple_config, start_proxy};
 use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
-use rpcgate_testkit::{BackendOptions, meta, spawn_backend, spawn_backend_on};
+use rpcgate_testkit::{BackendHandle, BackendOptions, meta, spawn_backend, spawn_backend_on};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -40,6 +40,28 @@ async fn call(client: &mut Client, metadata: &[(&'static str, &str)]) -> Result<
         .await
         .expect("call timed out")?;
     Ok(served_by(reply.metadata()))
+}
+
+/// `n` concurrent calls over `channel`, each held `delay_ms` by the backend; each task's
+/// result names the backend that served it.
+fn spawn_calls(
+    channel: &Channel,
+    n: usize,
+    delay_ms: &'static str,
+) -> Vec<JoinHandle<Result<String, Status>>> {
+    (0..n)
+        .map(|_| {
+            let mut client = Client::new(channel.clone());
+            tokio::spawn(async move { call(&mut client, &[(meta::DELAY_MS, delay_ms)]).await })
+        })
+        .collect()
+}
+
+/// Asserts that every call of `calls` succeeded on `backend`.
+async fn all_served_by(calls: Vec<JoinHandle<Result<String, Status>>>, backend: &str) {
+    for task in calls {
+        assert_eq!(task.await.unwrap().unwrap(), backend);
+    }
 }
 
 /// Loopback listener on port 0.
@@ -147,28 +169,9 @@ async fn counting_forward(target: SocketAddr) -> CountingForward {
 
 /// A config whose only cluster lists these addresses, with extra cluster keys.
 fn config_for(addresses: &[SocketAddr], cluster_extra: &str) -> String {
-    let list = addresses
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-[[clusters]]
-name = "main"
-endpoints = [{list}]
-{cluster_extra}
-"#
-    )
+    OneCluster::new(address_list(addresses))
+        .cluster(cluster_extra)
+        .build()
 }
 
 /// A backend killed while calls run over one client connection fails at most the calls
@@ -351,13 +354,7 @@ async fn goaway_from_a_backend_fails_no_call() {
     assert_eq!((b1.calls(), b2.calls()), (2, 2));
 
     // Slow calls in flight on both backends when b2 starts draining.
-    let mut slow = Vec::new();
-    for _ in 0..4 {
-        let mut client = Client::new(channel.clone());
-        slow.push(tokio::spawn(async move {
-            call(&mut client, &[(meta::DELAY_MS, "400")]).await
-        }));
-    }
+    let slow = spawn_calls(&channel, 4, "400");
     timeout(WAIT, b2.wait_until(|b| b.in_flight() >= 2))
         .await
         .unwrap();
@@ -391,27 +388,18 @@ async fn concurrent_calls_share_one_upstream_connection() {
     let forward = counting_forward(backend.addr()).await;
     let proxy = start_proxy(&config_for(&[forward.addr], ""));
     let channel = proxy.channel().await;
-    let mut calls = Vec::new();
-    for _ in 0..50 {
-        let mut client = Client::new(channel.clone());
-        calls.push(tokio::spawn(async move {
-            call(&mut client, &[(meta::DELAY_MS, "300")]).await
-        }));
-    }
+    let calls = spawn_calls(&channel, 50, "300");
     timeout(WAIT, backend.wait_until(|b| b.in_flight() >= 50))
         .await
         .expect("the 50 calls were never in flight together");
-    for task in calls {
-        assert_eq!(task.await.unwrap().unwrap(), "b1");
-    }
+    all_served_by(calls, "b1").await;
     assert_eq!(forward.accepted.load(Ordering::SeqCst), 1);
     proxy.shutdown().await;
 }
 
-/// A backend that allows 2 streams per connection: 10 concurrent slow calls make the
-/// proxy open more connections instead of queueing, so all 10 run at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_limit_opens_more_upstream_connections() {
+/// A backend `b1` allowing 2 streams per connection, behind a counting forwarder, and a
+/// proxy in front of that.
+async fn two_stream_backend() -> (BackendHandle, CountingForward, TestProxy) {
     let backend = spawn_backend_on(
         bind().await,
         BackendOptions::new("b1").max_concurrent_streams(2),
@@ -420,14 +408,16 @@ async fn stream_limit_opens_more_upstream_connections() {
     .unwrap();
     let forward = counting_forward(backend.addr()).await;
     let proxy = start_proxy(&config_for(&[forward.addr], ""));
+    (backend, forward, proxy)
+}
+
+/// A backend that allows 2 streams per connection: 10 concurrent slow calls make the
+/// proxy open more connections instead of queueing, so all 10 run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limit_opens_more_upstream_connections() {
+    let (backend, forward, proxy) = two_stream_backend().await;
     let channel = proxy.channel().await;
-    let mut calls = Vec::new();
-    for _ in 0..10 {
-        let mut client = Client::new(channel.clone());
-        calls.push(tokio::spawn(async move {
-            call(&mut client, &[(meta::DELAY_MS, "2500")]).await
-        }));
-    }
+    let calls = spawn_calls(&channel, 10, "2500");
     // Queued calls would only start as others end, 2.5 s later.
     let together = timeout(
         Duration::from_millis(2000),
@@ -435,9 +425,7 @@ async fn stream_limit_opens_more_upstream_connections() {
     )
     .await;
     let in_flight = backend.in_flight();
-    for task in calls {
-        assert_eq!(task.await.unwrap().unwrap(), "b1");
-    }
+    all_served_by(calls, "b1").await;
     assert!(
         together.is_ok(),
         "only {in_flight} of 10 calls were in flight together: the proxy queued them"
@@ -453,32 +441,17 @@ async fn stream_limit_opens_more_upstream_connections() {
 /// Same with the pool warm (the backend's SETTINGS already known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_limit_opens_more_connections_when_warm() {
-    let backend = spawn_backend_on(
-        bind().await,
-        BackendOptions::new("b1").max_concurrent_streams(2),
-    )
-    .await
-    .unwrap();
-    let forward = counting_forward(backend.addr()).await;
-    let proxy = start_proxy(&config_for(&[forward.addr], ""));
+    let (backend, forward, proxy) = two_stream_backend().await;
     let channel = proxy.channel().await;
     call(&mut Client::new(channel.clone()), &[]).await.unwrap();
-    let mut calls = Vec::new();
-    for _ in 0..10 {
-        let mut client = Client::new(channel.clone());
-        calls.push(tokio::spawn(async move {
-            call(&mut client, &[(meta::DELAY_MS, "2500")]).await
-        }));
-    }
+    let calls = spawn_calls(&channel, 10, "2500");
     let together = timeout(
         Duration::from_millis(2000),
         backend.wait_until(|b| b.in_flight() >= 10),
     )
     .await;
     let in_flight = backend.in_flight();
-    for task in calls {
-        assert_eq!(task.await.unwrap().unwrap(), "b1");
-    }
+    all_served_by(calls, "b1").await;
     assert!(
         together.is_ok(),
         "only {in_flight} of 10 calls were in flight together: the proxy queued them"

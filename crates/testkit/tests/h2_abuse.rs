@@ -9,9 +9,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use common::raw_h2::{RawConn, grpc_head, hello_message, raw_connect};
 use common::{TestProxy, WAIT, simple_config, start_proxy};
-use prost::Message;
 use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
 use rpcgate_testkit::{meta, spawn_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,29 +228,6 @@ async fn a_panicking_call_fails_alone() {
     proxy.shutdown().await;
 }
 
-/// A SayHello request head for a raw client, with extra metadata.
-fn grpc_head(addr: SocketAddr, metadata: &[(&'static str, &str)]) -> http::Request<()> {
-    let mut builder = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/helloworld.Greeter/SayHello"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (key, value) in metadata {
-        builder = builder.header(*key, *value);
-    }
-    builder.body(()).unwrap()
-}
-
-/// A length-prefixed gRPC message holding a HelloRequest.
-fn hello_message() -> Bytes {
-    let message = HelloRequest { name: "Ann".into() }.encode_to_vec();
-    let mut frame = BytesMut::with_capacity(5 + message.len());
-    frame.put_u8(0);
-    frame.put_u32(u32::try_from(message.len()).unwrap());
-    frame.put_slice(&message);
-    frame.freeze()
-}
-
 /// Rapid reset (CVE-2023-44487): 2 000 HEADERS + RST_STREAM pairs on one connection. The
 /// proxy may cut the connection (GOAWAY); it must survive, cancel the upstream work, and
 /// serve a fresh client within 2 s.
@@ -259,9 +235,7 @@ fn hello_message() -> Bytes {
 async fn rapid_reset_does_not_take_the_proxy_down() {
     let backend = spawn_backend("b1").await.unwrap();
     let proxy = start_proxy(&simple_config(&[&backend], ""));
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(connection);
+    let RawConn { send, driver } = raw_connect(proxy.addr).await;
 
     let mut sent = 0;
     let flood = timeout(WAIT, async {
@@ -304,9 +278,7 @@ async fn rapid_reset_does_not_take_the_proxy_down() {
 async fn client_reset_cancels_the_upstream_call() {
     let backend = spawn_backend("b1").await.unwrap();
     let proxy = start_proxy(&simple_config(&[&backend], ""));
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(connection);
+    let RawConn { send, driver } = raw_connect(proxy.addr).await;
 
     let mut ready = send.ready().await.unwrap();
     let head = grpc_head(proxy.addr, &[(meta::DELAY_MS, "60000")]);

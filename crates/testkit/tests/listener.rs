@@ -10,120 +10,24 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use common::{TestProxy, WAIT, start_proxy};
-use http::{HeaderMap, StatusCode};
-use hyper::body::Incoming;
+use common::http::body_text;
+use common::raw_h2::{RawConn, grpc_head, raw_connect, raw_unary};
+use common::{OneCluster, TestProxy, WAIT, start_proxy};
+use http::StatusCode;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use prost::Message;
 use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
 use rpcgate_testkit::{BackendHandle, meta, spawn_backend};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 /// A one-cluster config with these `[[listeners]]` keys (TOML lines) and workers.
 fn listener_config(backend: &BackendHandle, workers: usize, listener_extra: &str) -> String {
-    format!(
-        r#"[server]
-workers = {workers}
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-{listener_extra}
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-[[clusters]]
-name = "main"
-endpoints = ["{}"]
-"#,
-        backend.addr()
-    )
-}
-
-/// A raw HTTP/2 client connection: the request sender and the task driving it (which
-/// ends when the server closes the connection).
-struct RawConn {
-    send: h2::client::SendRequest<Bytes>,
-    driver: JoinHandle<Result<(), h2::Error>>,
-}
-
-async fn raw_connect(addr: SocketAddr) -> RawConn {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    RawConn {
-        send,
-        driver: tokio::spawn(connection),
-    }
-}
-
-/// What a raw call got back.
-#[derive(Debug)]
-struct RawReply {
-    status: StatusCode,
-    grpc_status: Option<u32>,
-    headers: HeaderMap,
-}
-
-/// A SayHello request head with extra metadata.
-fn grpc_head(addr: SocketAddr, metadata: &[(&str, String)]) -> http::Request<()> {
-    let mut builder = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/helloworld.Greeter/SayHello"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (key, value) in metadata {
-        builder = builder.header(*key, value.as_str());
-    }
-    builder.body(()).unwrap()
-}
-
-/// A length-prefixed gRPC message holding a HelloRequest.
-fn hello_message() -> Bytes {
-    let message = HelloRequest { name: "Ann".into() }.encode_to_vec();
-    let mut frame = BytesMut::with_capacity(5 + message.len());
-    frame.put_u8(0);
-    frame.put_u32(u32::try_from(message.len()).unwrap());
-    frame.put_slice(&message);
-    frame.freeze()
-}
-
-fn grpc_status_of(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// One unary call over a raw connection, reading the whole response.
-async fn raw_unary(
-    send: &h2::client::SendRequest<Bytes>,
-    head: http::Request<()>,
-) -> Result<RawReply, h2::Error> {
-    let mut send = send.clone().ready().await?;
-    let (response, mut stream) = send.send_request(head, false)?;
-    stream.send_data(hello_message(), true)?;
-    let (parts, mut body) = response.await?.into_parts();
-    let mut grpc_status = grpc_status_of(&parts.headers);
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    if let Some(trailers) = body.trailers().await? {
-        grpc_status = grpc_status_of(&trailers).or(grpc_status);
-    }
-    Ok(RawReply {
-        status: parts.status,
-        grpc_status,
-        headers: parts.headers,
-    })
+    OneCluster::backends(&[backend])
+        .workers(workers)
+        .listener(listener_extra)
+        .build()
 }
 
 /// A raw call that must succeed; returns the backend that served it.
@@ -141,18 +45,6 @@ async fn raw_ok(conn: &RawConn, addr: SocketAddr) -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-async fn body_text(mut body: Incoming) -> String {
-    let mut out = Vec::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
-    {
-        if let Ok(data) = frame.unwrap().into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 async fn tonic_ok(proxy: &TestProxy) {
@@ -247,7 +139,7 @@ async fn max_concurrent_streams_is_announced() {
     let mut calls = Vec::new();
     for _ in 0..5 {
         let send = conn.send.clone();
-        let head = grpc_head(proxy.addr, &[(meta::DELAY_MS, "500".into())]);
+        let head = grpc_head(proxy.addr, &[(meta::DELAY_MS, "500")]);
         calls.push(tokio::spawn(async move { raw_unary(&send, head).await }));
     }
     timeout(WAIT, backend.wait_until(|b| b.in_flight() >= 4))
@@ -269,7 +161,8 @@ async fn oversized_headers_are_refused() {
     let proxy = start_proxy(&listener_config(&backend, 2, "max_header_bytes = 4096"));
 
     let conn = raw_connect(proxy.addr).await;
-    let big = [("x-big", "a".repeat(8 * 1024))];
+    let big_value = "a".repeat(8 * 1024);
+    let big = [("x-big", big_value.as_str())];
     let outcome = timeout(WAIT, raw_unary(&conn.send, grpc_head(proxy.addr, &big)))
         .await
         .expect("an oversized request hung");
@@ -288,7 +181,8 @@ async fn oversized_headers_are_refused() {
 
     // Within the limit is fine, and a fresh client is served.
     let fresh = raw_connect(proxy.addr).await;
-    let medium = [("x-medium", "a".repeat(2 * 1024))];
+    let medium_value = "a".repeat(2 * 1024);
+    let medium = [("x-medium", medium_value.as_str())];
     let reply = timeout(WAIT, raw_unary(&fresh.send, grpc_head(proxy.addr, &medium)))
         .await
         .unwrap()
@@ -312,7 +206,7 @@ async fn idle_connections_are_closed() {
         WAIT,
         raw_unary(
             &busy.send,
-            grpc_head(proxy.addr, &[(meta::DELAY_MS, "600".into())]),
+            grpc_head(proxy.addr, &[(meta::DELAY_MS, "600")]),
         ),
     )
     .await

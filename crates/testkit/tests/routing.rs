@@ -5,33 +5,20 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use common::http::spawn_http1_server;
+use common::{bounded, connect, hello};
+use http::{Response, StatusCode};
 use rpcgate_testkit::BackendHandle;
-use rpcgate_testkit::pb::helloworld::{
-    HelloRequest, HelloStreamRequest, greeter_client::GreeterClient,
-};
+use rpcgate_testkit::pb::helloworld::{HelloStreamRequest, greeter_client::GreeterClient};
 use rpcgate_testkit::pb::pcbook::{
     CreateLaptopRequest, Laptop, LoginRequest, auth_service_client::AuthServiceClient,
     laptop_service_client::LaptopServiceClient,
 };
-use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request as GrpcRequest};
-
-/// Bounds a future by [`common::WAIT`].
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(common::WAIT, f)
-        .await
-        .expect("timed out")
-}
 
 /// A full config: one listener with `routes` (TOML `[[listeners.routes]]` blocks), then
 /// `clusters` (TOML `[[clusters]]` blocks).
@@ -56,10 +43,6 @@ fn cluster(name: &str, backends: &[&BackendHandle], extra: &str) -> String {
         "[[clusters]]\nname = \"{name}\"\nendpoints = [{}]\n{extra}\n",
         common::endpoints(backends)
     )
-}
-
-fn hello(name: &str) -> HelloRequest {
-    HelloRequest { name: name.into() }
 }
 
 /// The backend that served a unary `SayHello` through `channel`, or the status.
@@ -104,65 +87,28 @@ async fn create_laptop(channel: &Channel) -> Result<String, tonic::Status> {
     Ok(common::served_by(reply.metadata()))
 }
 
-/// Reads a whole HTTP body.
-async fn collect(mut body: Incoming) -> Bytes {
-    let mut out = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    Bytes::from(out)
-}
-
 /// One plain HTTP/1.1 `GET path` to `addr` on a fresh connection: status and body.
 async fn http1_get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
-    bounded(async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let request = Request::get(path)
-            .header("host", addr.to_string())
-            .body(String::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        (status, collect(response.into_body()).await)
-    })
-    .await
+    let (head, body) = common::http::http1_get(addr, path, &[]).await;
+    (head.status, body)
 }
 
 /// A tiny REST server (HTTP/1.1 only): `GET /healthcheck` answers `200 <name>`,
 /// anything else 404. Runs until the test's runtime ends.
 async fn spawn_rest_server(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service =
-                hyper::service::service_fn(move |request: Request<Incoming>| async move {
-                    let (status, body) = if request.uri().path() == "/healthcheck" {
-                        (StatusCode::OK, name.to_string())
-                    } else {
-                        (StatusCode::NOT_FOUND, "not here".to_string())
-                    };
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .header("content-type", "text/plain")
-                            .body(body)
-                            .unwrap(),
-                    )
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    addr
+    spawn_http1_server(move |request| {
+        let (status, body) = if request.uri().path() == "/healthcheck" {
+            (StatusCode::OK, name.to_string())
+        } else {
+            (StatusCode::NOT_FOUND, "not here".to_string())
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(body)
+            .unwrap()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -267,13 +213,12 @@ cluster = "admin"
     let with_origin = |origin: &'static str| {
         let url = proxy.url();
         async move {
-            Endpoint::from_shared(url)
-                .unwrap()
-                .origin(origin.parse().unwrap())
-                .connect_timeout(common::WAIT)
-                .connect()
-                .await
-                .unwrap()
+            connect(
+                Endpoint::from_shared(url)
+                    .unwrap()
+                    .origin(origin.parse().unwrap()),
+            )
+            .await
         }
     };
     let api = with_origin("http://api.example.com").await;
@@ -491,13 +436,12 @@ cluster = "main"
 "#;
     let clusters = cluster("main", &[&b1], "authority = \"backend.internal:50051\"");
     let proxy = common::start_proxy(&config(routes, &clusters));
-    let channel = Endpoint::from_shared(proxy.url())
-        .unwrap()
-        .origin("http://api.example.com".parse().unwrap())
-        .connect_timeout(common::WAIT)
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(
+        Endpoint::from_shared(proxy.url())
+            .unwrap()
+            .origin("http://api.example.com".parse().unwrap()),
+    )
+    .await;
     // Routing used the client's authority; the backend got the cluster's.
     assert_eq!(say_hello(&channel).await.unwrap(), "b1");
     assert_eq!(

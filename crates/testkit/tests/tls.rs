@@ -22,16 +22,16 @@ mod common;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{TestProxy, WAIT, endpoints, served_by, start_proxy};
+use common::files::{self, TempDir, toml_path};
+use common::http::http1_send;
+use common::{OneCluster, TestProxy, WAIT, connect, served_by, start_proxy};
 use http::StatusCode;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rpcgate_testkit::pb::helloworld::{HelloReply, HelloRequest, greeter_client::GreeterClient};
 use rpcgate_testkit::pb::pcbook::{
@@ -56,27 +56,6 @@ const FAST: Duration = Duration::from_secs(2);
 // ---------------------------------------------------------------------------------------
 // A PKI on disk
 // ---------------------------------------------------------------------------------------
-
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("rpcgate-tls-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A development PKI for `localhost` and `127.0.0.1`, also written as PEM files (the proxy
 /// reads its certificates from files).
@@ -123,11 +102,6 @@ impl Pki {
             self.pki.client_key_pem.clone(),
         )
     }
-}
-
-/// A path as a TOML string.
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,25 +159,26 @@ fn config(
         Some(path) => format!("access_log = {}\nformat = \"json\"", toml_path(path)),
         None => "access_log = \"off\"".to_owned(),
     };
-    format!(
-        r#"[server]
-workers = 2
-[log]
-{log}
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-{listener_extra}
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-[[clusters]]
-name = "main"
-endpoints = [{}]
-{cluster_extra}
-"#,
-        endpoints(backends)
-    )
+    OneCluster::backends(backends)
+        .log(log)
+        .listener(listener_extra)
+        .cluster(cluster_extra)
+        .build()
+}
+
+/// A proxy with listener TLS (see [`listener_tls`]) in front of plaintext `backends`.
+fn tls_proxy(
+    pki: &Pki,
+    client_auth: Option<&str>,
+    extra: &str,
+    backends: &[&BackendHandle],
+) -> TestProxy {
+    start_proxy(&config(
+        &listener_tls(pki, client_auth, extra),
+        backends,
+        "",
+        None,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,36 +321,18 @@ impl tonic::codegen::Service<http::Uri> for RustlsConnector {
     }
 }
 
-/// The whole body of an HTTP response as text.
-async fn body_text(mut body: Incoming) -> String {
-    let mut out = Vec::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
-    {
-        if let Ok(data) = frame.unwrap().into_data() {
-            out.extend_from_slice(&data);
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 /// `GET /some/page` over HTTP/1.1 on an established TLS connection.
 async fn http1_get(tls: TlsStream<TcpStream>) -> (StatusCode, http::Version, String) {
-    let (mut send, connection) =
-        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
     let request = http::Request::get("/some/page")
         .header("host", "localhost")
         .body(String::new())
         .unwrap();
-    let response = timeout(WAIT, send.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
-    let (status, version) = (response.status(), response.version());
-    (status, version, body_text(response.into_body()).await)
+    let (head, body) = timeout(WAIT, http1_send(tls, request)).await.unwrap();
+    (
+        head.status,
+        head.version,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
 }
 
 /// Hex SHA-256 of `bytes`, with the hash of rustls' aws-lc-rs provider.
@@ -400,21 +357,11 @@ fn expected_xfcc(cert_pem: &str, common_name: &str) -> String {
 
 /// Waits until the log file holds `lines` lines (the writer flushes after each batch).
 async fn read_lines(path: &Path, lines: usize) -> Vec<serde_json::Value> {
-    timeout(WAIT, async {
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let found: Vec<&str> = text.lines().collect();
-            if found.len() >= lines {
-                return found
-                    .iter()
-                    .map(|line| serde_json::from_str(line).unwrap())
-                    .collect();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("access log lines written")
+    files::read_lines(path, lines)
+        .await
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 /// Reads from `tcp` until the server closes it (EOF or reset), within `bound`; returns
@@ -454,20 +401,14 @@ async fn tls_listener_serves_tonic_clients_in_front_of_plaintext_backends() {
     let pki = Pki::ecdsa();
     let b1 = spawn_backend("b1").await.unwrap();
     let b2 = spawn_backend("b2").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, None, ""),
-        &[&b1, &b2],
-        "",
-        None,
-    ));
-    let channel = Endpoint::from_shared(format!("https://{}", proxy.addr))
-        .unwrap()
-        .tls_config(client_tls(&pki, None))
-        .unwrap()
-        .connect_timeout(WAIT)
-        .connect()
-        .await
-        .unwrap();
+    let proxy = tls_proxy(&pki, None, "", &[&b1, &b2]);
+    let channel = connect(
+        Endpoint::from_shared(format!("https://{}", proxy.addr))
+            .unwrap()
+            .tls_config(client_tls(&pki, None))
+            .unwrap(),
+    )
+    .await;
     let mut served = Vec::new();
     for _ in 0..4 {
         let reply = hello_on(channel.clone(), &[]).await.unwrap();
@@ -489,12 +430,7 @@ async fn tls_listener_serves_tonic_clients_in_front_of_plaintext_backends() {
 async fn http1_over_tls_shares_the_port_with_h2() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, None, ""),
-        &[&backend],
-        "",
-        None,
-    ));
+    let proxy = tls_proxy(&pki, None, "", &[&backend]);
     let versions = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
     let tls = tls_connect(
@@ -528,12 +464,7 @@ async fn http1_over_tls_shares_the_port_with_h2() {
 async fn tls12_only_and_tls13_only_clients_are_served() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, None, ""),
-        &[&backend],
-        "",
-        None,
-    ));
+    let proxy = tls_proxy(&pki, None, "", &[&backend]);
     for (version, want) in [
         (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
@@ -563,12 +494,7 @@ async fn server_keys_of_every_kind_work() {
     let backend = spawn_backend("b1").await.unwrap();
     for kind in [KeyKind::Rsa2048, KeyKind::EcdsaP256, KeyKind::Ed25519] {
         let pki = Pki::new(kind);
-        let proxy = start_proxy(&config(
-            &listener_tls(&pki, Some("required"), ""),
-            &[&backend],
-            "",
-            None,
-        ));
+        let proxy = tls_proxy(&pki, Some("required"), "", &[&backend]);
         assert_eq!(
             tls_ok(&proxy, &pki, Some(&pki.client())).await,
             "b1",
@@ -735,12 +661,7 @@ async fn required_client_certificates() {
 async fn optional_client_certificates() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, Some("optional"), ""),
-        &[&backend],
-        "",
-        None,
-    ));
+    let proxy = tls_proxy(&pki, Some("optional"), "", &[&backend]);
     let forged = "Hash=0000;Subject=\"CN=admin\"";
     let echo = [
         (meta::ECHO_METADATA, "1"),
@@ -785,12 +706,7 @@ async fn optional_client_certificates() {
 async fn plaintext_client_on_a_tls_port_fails_fast() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, None, ""),
-        &[&backend],
-        "",
-        None,
-    ));
+    let proxy = tls_proxy(&pki, None, "", &[&backend]);
 
     let start = Instant::now();
     let attempt = async {
@@ -845,12 +761,7 @@ fn client_hello(pki: &Pki) -> Vec<u8> {
 async fn a_stalled_handshake_is_cut_by_the_deadline() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&config(
-        &listener_tls(&pki, None, "handshake_timeout = \"300ms\""),
-        &[&backend],
-        "",
-        None,
-    ));
+    let proxy = tls_proxy(&pki, None, "handshake_timeout = \"300ms\"", &[&backend]);
 
     let connected = Instant::now();
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
@@ -1082,14 +993,13 @@ cluster = "laptop"
     );
     let proxy = start_proxy(&text);
 
-    let channel = Endpoint::from_shared(format!("https://{}", proxy.addr))
-        .unwrap()
-        .tls_config(client_tls(&pki, Some(&pki.client())))
-        .unwrap()
-        .connect_timeout(WAIT)
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(
+        Endpoint::from_shared(format!("https://{}", proxy.addr))
+            .unwrap()
+            .tls_config(client_tls(&pki, Some(&pki.client())))
+            .unwrap(),
+    )
+    .await;
     let token = timeout(
         WAIT,
         AuthServiceClient::new(channel.clone()).login(LoginRequest {

@@ -11,83 +11,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
-use common::{endpoints, start_proxy};
+use common::files::{TempDir, toml_path};
+use common::interop::{run_driver, venv_python_or_skip};
+use common::{OneCluster, endpoints, start_proxy};
 use rpcgate_testkit::pki::{DevPki, PkiPaths};
 use rpcgate_testkit::{TlsServer, spawn_backend_tls};
-
-/// The whole driver run (it bounds each of its calls at 15 s itself).
-const DRIVER_BOUND: Duration = Duration::from_secs(180);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The venv's python, if the venv exists.
-fn venv_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("RPCGATE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv"));
-    let python = venv.join("bin").join("python");
-    python.exists().then_some(python)
-}
-
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("rpcgate-tls-interop-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A path as a TOML string.
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
-/// Runs the interop driver against `target` with these extra arguments, bounded.
-async fn run_driver(python: &Path, target: &str, args: &[&str]) -> Output {
-    let script = repo_root().join("tests/interop/grpcio_client.py");
-    let child = Command::new(python)
-        .arg(&script)
-        .arg(target)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let pid = child.id();
-    // The backends and the proxy keep serving on the runtime while this thread waits.
-    let waited = tokio::time::timeout(
-        DRIVER_BOUND,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    match waited {
-        Ok(joined) => joined.unwrap().unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("the grpcio driver did not finish within {DRIVER_BOUND:?}");
-        }
-    }
-}
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -95,55 +25,28 @@ fn path_arg(path: &Path) -> &str {
 
 /// The mutual-TLS listener and the mutual-TLS cluster of docs/tls.md's last step.
 fn mutual_tls_config(paths: &PkiPaths, backends: &str) -> String {
-    format!(
-        r#"[server]
-workers = 2
-[log]
-access_log = "off"
-[[listeners]]
-name = "edge"
-address = "127.0.0.1:0"
-[listeners.tls]
-cert = {server_cert}
-key = {server_key}
-client_ca = {ca}
-client_auth = "required"
-[[listeners.routes]]
-match.path_prefix = "/"
-cluster = "main"
-[[clusters]]
-name = "main"
-endpoints = [{backends}]
-protocol = "h2"
-[clusters.tls]
-ca = {ca}
-cert = {client_cert}
-key = {client_key}
-server_name = "localhost"
-"#,
-        server_cert = toml_path(&paths.server_cert),
-        server_key = toml_path(&paths.server_key),
-        ca = toml_path(&paths.ca_cert),
-        client_cert = toml_path(&paths.client_cert),
-        client_key = toml_path(&paths.client_key),
-    )
+    let ca = toml_path(&paths.ca_cert);
+    OneCluster::new(backends)
+        .listener(format!(
+            "[listeners.tls]\ncert = {}\nkey = {}\nclient_ca = {ca}\nclient_auth = \"required\"",
+            toml_path(&paths.server_cert),
+            toml_path(&paths.server_key),
+        ))
+        .cluster(format!(
+            "protocol = \"h2\"\n[clusters.tls]\nca = {ca}\ncert = {}\nkey = {}\nserver_name = \"localhost\"",
+            toml_path(&paths.client_cert),
+            toml_path(&paths.client_key),
+        ))
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_with_mutual_tls_through_the_proxy() {
-    let Some(python) = venv_python() else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "no Python venv (set RPCGATE_VENV or create <repo>/.venv): CI must run the TLS interop test; scripts/test.sh builds it"
-            );
-        }
-        eprintln!(
-            "NOTICE: TLS interop test skipped: no venv at $RPCGATE_VENV or <repo>/.venv (run scripts/test.sh)"
-        );
+    let Some(python) = venv_python_or_skip("TLS interop") else {
         return;
     };
     let pki = DevPki::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls-interop");
     let paths = pki.write_to(&dir.0, false).unwrap();
     let backend_tls = TlsServer::new(pki.server_cert_pem.clone(), pki.server_key_pem.clone())
         .client_ca(pki.ca_cert_pem.clone());
