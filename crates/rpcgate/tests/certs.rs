@@ -6,19 +6,16 @@
 //! running when a test ends is killed by its guard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
-use tokio::time::{Instant, sleep, timeout};
+use common::{Running, free_addr, rpcgate, say_hello, scratch, text};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-/// Upper bound on any wait for a process.
-const WAIT: Duration = Duration::from_secs(20);
 
 const FILES: [&str; 6] = [
     "ca-cert.pem",
@@ -28,32 +25,6 @@ const FILES: [&str; 6] = [
     "client-cert.pem",
     "client-key.pem",
 ];
-
-fn rpcgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcgate"));
-    command.stdin(Stdio::null()).env_remove("RUST_LOG");
-    command
-}
-
-/// A fresh directory path for this test under cargo's scratch directory (not created).
-fn scratch(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "certs-{}-{}-{name}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn certs(dir: &Path, extra: &[&str]) -> Output {
     rpcgate()
@@ -129,65 +100,6 @@ fn certs_rejects_a_bad_host() {
     assert!(!dir.join("ca-cert.pem").exists());
 }
 
-/// A free loopback port: bound on :0 and released (the OS does not hand it out again
-/// right away).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A child process with its output going to a file (a pipe nobody reads could fill and
-/// stall it), killed if the test ends before it exits.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn spawn(command: &mut Command, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < WAIT, "the process did not exit");
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A TLS client for `dir`'s PKI, with the client certificate when `identity`.
 fn client_tls(dir: &Path, identity: bool) -> ClientTlsConfig {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
@@ -204,24 +116,13 @@ fn client_tls(dir: &Path, identity: bool) -> ClientTlsConfig {
     }
 }
 
-async fn say_hello(addr: SocketAddr, tls: ClientTlsConfig) -> Result<String, String> {
-    let attempt = async {
-        let channel = Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let reply = GreeterClient::new(channel)
-            .say_hello(HelloRequest { name: "Ann".into() })
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(reply.into_inner().message)
-    };
-    timeout(Duration::from_secs(5), attempt)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+/// One SayHello to the TLS server at `addr`, within 5 s.
+async fn tls_hello(addr: SocketAddr, tls: ClientTlsConfig) -> Result<String, String> {
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?;
+    say_hello(endpoint, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
@@ -245,26 +146,16 @@ async fn backend_serves_mutual_tls_from_certs_files_and_exits_on_sigterm() {
     );
 
     // Retry until it listens (bounded); fail early if it exits.
-    let started = Instant::now();
-    let message = loop {
-        match say_hello(addr, client_tls(&dir, true)).await {
-            Ok(message) => break message,
-            Err(error) => {
-                if let Some(status) = backend.child.try_wait().unwrap() {
-                    panic!("the backend exited early: {status}: {}", backend.output());
-                }
-                assert!(started.elapsed() < WAIT, "no TLS call succeeded: {error}");
-                sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let message = backend
+        .until_up("TLS call", || tls_hello(addr, client_tls(&dir, true)))
+        .await;
     assert_eq!(message, "Hello Ann from tls1");
 
     // Without a client certificate the handshake is refused. Under TLS 1.3 the client
     // learns it from the alert or from the close that follows, whichever it reads first,
     // so tonic reports it as CertificateRequired, a closed connection or a broken pipe:
     // always a transport error, never a reply.
-    let refused = say_hello(addr, client_tls(&dir, false)).await;
+    let refused = tls_hello(addr, client_tls(&dir, false)).await;
     assert!(
         refused.as_ref().is_err_and(|e| {
             [

@@ -6,137 +6,41 @@
 //! running when a test ends is killed by its guard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
-use tokio::time::{Instant, sleep, timeout};
+use common::{Running, free_addr, rpcgate, say_hello, scratch, text};
 use tonic::transport::Endpoint;
-
-/// Upper bound on any wait for a process.
-const WAIT: Duration = Duration::from_secs(20);
-
-fn rpcgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcgate"));
-    command.stdin(Stdio::null()).env_remove("RUST_LOG");
-    command
-}
 
 /// Writes a config file for this test under cargo's scratch directory.
 fn config_file(name: &str, text: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "cli-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
+    let dir = scratch("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// Starts `command` with its output going to a file of its own.
+fn spawn(command: &mut std::process::Command) -> Running {
+    Running::spawn(command, config_file("output.log", ""))
 }
 
-/// A free loopback port: bound on :0 and released (the OS does not hand it out again
-/// right away).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A child process, with its stdout and stderr going to a file (a pipe nobody reads
-/// could fill and stall it), killed if the test ends before it exits.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Self {
-        let log = config_file("output.log", "");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < WAIT, "the process did not exit");
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// What it printed so far (stdout and stderr interleaved).
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Retries a SayHello call to `addr` until it succeeds (bounded); returns the backend
-/// that served it. Fails early if `process` exits.
+/// Retries a SayHello call to `addr` until it succeeds (bounded); returns the reply's
+/// message. Fails early if `process` exits.
 async fn call_when_up(addr: SocketAddr, process: &mut Running) -> String {
-    let started = Instant::now();
-    loop {
-        let attempt = timeout(Duration::from_secs(2), async {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await?;
-            let reply = GreeterClient::new(channel)
-                .say_hello(HelloRequest { name: "Ann".into() })
-                .await?;
-            Ok::<_, Box<dyn std::error::Error>>(reply.into_inner().message)
+    let what = format!("call through {addr}");
+    process
+        .until_up(&what, || {
+            say_hello(
+                Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+                Duration::from_secs(2),
+            )
         })
-        .await;
-        if let Ok(Ok(message)) = attempt {
-            return message;
-        }
-        if let Some(status) = process.child.try_wait().unwrap() {
-            panic!("the process exited early: {status}");
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "no call succeeded through {addr}: {attempt:?}"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+        .await
 }
 
 fn good_config(listen: SocketAddr, backend: SocketAddr) -> String {
@@ -266,7 +170,7 @@ async fn run_serves_calls_and_exits_0_on_sigterm() {
     let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
     let listen = free_addr();
     let path = config_file("run.toml", &good_config(listen, backend.addr()));
-    let mut proxy = Running::spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
     assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
     assert!(backend.calls() >= 1);
     proxy.sigterm();
@@ -281,7 +185,7 @@ async fn run_exits_1_when_the_listener_cannot_bind() {
         "taken.toml",
         &good_config(taken.local_addr().unwrap(), free_addr()),
     );
-    let mut proxy = Running::spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
     let status = proxy.exit().await;
     assert_eq!(status.code(), Some(1), "{}", proxy.output());
     drop(taken);
@@ -290,7 +194,7 @@ async fn run_exits_1_when_the_listener_cannot_bind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_serves_and_exits_0_on_sigterm() {
     let listen = free_addr();
-    let mut backend = Running::spawn(
+    let mut backend = spawn(
         rpcgate()
             .arg("backend")
             .arg("--listen")
@@ -306,7 +210,7 @@ async fn backend_serves_and_exits_0_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_spreads_calls_over_its_backends() {
-    let mut demo = Running::spawn(rpcgate().arg("demo").arg("--calls").arg("9"));
+    let mut demo = spawn(rpcgate().arg("demo").arg("--calls").arg("9"));
     let status = demo.exit().await;
     let said = demo.output();
     assert_eq!(status.code(), Some(0), "{said}");
