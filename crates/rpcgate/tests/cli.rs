@@ -9,7 +9,8 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use common::{Running, free_addr, rpcgate, say_hello, scratch, text};
@@ -22,6 +23,16 @@ fn config_file(name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `rpcgate SUBCOMMAND -c CONFIG`, run to its end.
+fn with_config(subcommand: &str, config: &Path) -> Output {
+    rpcgate()
+        .arg(subcommand)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 /// Starts `command` with its output going to a file of its own.
@@ -69,12 +80,7 @@ fn check_accepts_a_good_file() {
         "good.toml",
         &good_config("127.0.0.1:0".parse().unwrap(), free_addr()),
     );
-    let output = rpcgate()
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = with_config("check", &path);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("configuration OK"),
@@ -101,12 +107,7 @@ endpoints = ["127.0.0.1:1"]
 #[test]
 fn check_reports_errors_with_location_and_key() {
     let path = config_file("bad.toml", BAD);
-    let output = rpcgate()
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = with_config("check", &path);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let said = text(&output);
     assert!(
@@ -133,12 +134,7 @@ name = "main"
 endpoints = ["127.0.0.1:1"]
 "#,
     );
-    let output = rpcgate()
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = with_config("check", &path);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let said = text(&output);
     assert!(said.contains("is not implemented yet"), "{said}");
@@ -148,7 +144,7 @@ endpoints = ["127.0.0.1:1"]
 #[test]
 fn run_with_a_bad_file_exits_1() {
     let path = config_file("bad.toml", BAD);
-    let output = rpcgate().arg("run").arg("-c").arg(&path).output().unwrap();
+    let output = with_config("run", &path);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("bogus_key"), "{}", text(&output));
 }
@@ -156,12 +152,7 @@ fn run_with_a_bad_file_exits_1() {
 #[test]
 fn run_with_a_missing_file_exits_1() {
     let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-rpcgate.toml");
-    let output = rpcgate()
-        .arg("run")
-        .arg("-c")
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let output = with_config("run", &missing);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
 }
 

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::http::spawn_h2c_server;
 use common::raw_h2::{grpc_frame, grpc_request, raw_connect};
-use common::{OneCluster, bounded, hello, text, with_meta};
+use common::{OneCluster, TestProxy, bounded, hello, text, with_meta};
 use http::{HeaderMap, Response, StatusCode};
-use rpcgate_testkit::pb::helloworld::{HelloStreamRequest, greeter_client::GreeterClient};
+use rpcgate_testkit::pb::helloworld::{
+    HelloReply, HelloStreamRequest, greeter_client::GreeterClient,
+};
 use rpcgate_testkit::{BackendHandle, meta};
-use tonic::{Code, Request as GrpcRequest};
+use tonic::{Code, Request as GrpcRequest, Status, Streaming};
 
 /// A config with one listener whose routes send `/helloworld.Greeter/` to cluster
 /// `main` (with extra route keys) and nothing else anywhere; `main` has `endpoints`.
@@ -30,6 +32,27 @@ fn config(endpoints: &str, route_extra: &str, cluster_extra: &str) -> String {
 
 fn backend_config(backend: &BackendHandle, route_extra: &str) -> String {
     config(&format!("\"{}\"", backend.addr()), route_extra, "")
+}
+
+/// A backend `b1` and a proxy in front of it ([`config`] with these extra keys).
+async fn setup(route_extra: &str, cluster_extra: &str) -> (BackendHandle, TestProxy) {
+    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let endpoints = format!("\"{}\"", backend.addr());
+    let proxy = common::start_proxy(&config(&endpoints, route_extra, cluster_extra));
+    (backend, proxy)
+}
+
+/// Reads `stream` until it ends: how many replies came, and the error status that ended
+/// it (`None` if it ended normally).
+async fn replies_until_error(stream: &mut Streaming<HelloReply>) -> (usize, Option<Status>) {
+    let mut replies = 0;
+    loop {
+        match bounded(stream.message()).await {
+            Ok(Some(_)) => replies += 1,
+            Ok(None) => return (replies, None),
+            Err(status) => return (replies, Some(status)),
+        }
+    }
 }
 
 /// An address where nothing listens: bound, then closed.
@@ -135,8 +158,7 @@ async fn spawn_http_error_server() -> SocketAddr {
 
 #[tokio::test]
 async fn no_route_is_unimplemented_trailers_only() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (backend, proxy) = setup("", "").await;
 
     let response = raw_grpc(proxy.addr, "/grpc.health.v1.Health/Check", &[]).await;
     assert_trailers_only(&response, 12);
@@ -188,8 +210,7 @@ async fn every_endpoint_refusing_is_unavailable() {
 
 #[tokio::test]
 async fn client_deadline_is_deadline_exceeded_from_the_proxy() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (backend, proxy) = setup("", "").await;
 
     // Raw h2, so that no client-side timer can produce the status: it is the proxy's.
     let started = Instant::now();
@@ -212,8 +233,7 @@ async fn client_deadline_is_deadline_exceeded_from_the_proxy() {
 
 #[tokio::test]
 async fn route_timeout_is_deadline_exceeded_without_a_client_deadline() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, "timeout = \"100ms\""));
+    let (backend, proxy) = setup("timeout = \"100ms\"", "").await;
 
     let mut client = GreeterClient::new(proxy.channel().await);
     let started = Instant::now();
@@ -255,8 +275,7 @@ async fn route_timeout_is_deadline_exceeded_without_a_client_deadline() {
 
 #[tokio::test]
 async fn deadline_passing_mid_stream_ends_with_deadline_exceeded() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, "timeout = \"300ms\""));
+    let (backend, proxy) = setup("timeout = \"300ms\"", "").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let request = HelloStreamRequest {
         name: "a".into(),
@@ -267,14 +286,9 @@ async fn deadline_passing_mid_stream_ends_with_deadline_exceeded() {
         .await
         .unwrap()
         .into_inner();
-    let mut replies = 0;
-    let status = loop {
-        match bounded(stream.message()).await {
-            Ok(Some(_)) => replies += 1,
-            Ok(None) => panic!("the stream ended normally after {replies} replies"),
-            Err(status) => break status,
-        }
-    };
+    let (replies, status) = replies_until_error(&mut stream).await;
+    let status =
+        status.unwrap_or_else(|| panic!("the stream ended normally after {replies} replies"));
     assert!(replies >= 1, "replies flowed before the deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     bounded(backend.wait_until(|b| b.cancelled() == 1 && b.in_flight() == 0)).await;
@@ -283,8 +297,7 @@ async fn deadline_passing_mid_stream_ends_with_deadline_exceeded() {
 
 #[tokio::test]
 async fn forwarded_grpc_timeout_is_what_is_left_of_the_clients() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (backend, proxy) = setup("", "").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let mut request = with_meta(hello("a"), &[(meta::ECHO_METADATA, "1")]);
     request.set_timeout(Duration::from_secs(5));
@@ -360,12 +373,7 @@ async fn upstream_http_errors_map_to_grpc_codes() {
 
 #[tokio::test]
 async fn upstream_reset_before_the_response_maps_per_reason() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config(
-        &format!("\"{}\"", backend.addr()),
-        "",
-        "passive_health = { max_fails = 0 }",
-    ));
+    let (_backend, proxy) = setup("", "passive_health = { max_fails = 0 }").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     // CANCEL → 1, INTERNAL_ERROR → 13, REFUSED_STREAM → 14 (not processed; with a single
     // endpoint there is nowhere to retry).
@@ -394,12 +402,7 @@ async fn upstream_reset_before_the_response_maps_per_reason() {
 
 #[tokio::test]
 async fn upstream_reset_mid_stream_maps_per_reason() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config(
-        &format!("\"{}\"", backend.addr()),
-        "",
-        "passive_health = { max_fails = 0 }",
-    ));
+    let (_backend, proxy) = setup("", "passive_health = { max_fails = 0 }").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     for (reason, code) in [("8", Code::Cancelled), ("2", Code::Internal)] {
         let request = with_meta(
@@ -417,14 +420,8 @@ async fn upstream_reset_mid_stream_maps_per_reason() {
             .await
             .unwrap()
             .into_inner();
-        let mut replies = 0;
-        let status = loop {
-            match bounded(stream.message()).await {
-                Ok(Some(_)) => replies += 1,
-                Ok(None) => panic!("reset {reason}: the stream ended normally"),
-                Err(status) => break status,
-            }
-        };
+        let (replies, status) = replies_until_error(&mut stream).await;
+        let status = status.unwrap_or_else(|| panic!("reset {reason}: the stream ended normally"));
         assert_eq!(
             replies, 2,
             "reset {reason}: the frames before the reset arrive"
@@ -436,8 +433,7 @@ async fn upstream_reset_mid_stream_maps_per_reason() {
 
 #[tokio::test]
 async fn a_killed_backend_mid_stream_is_unavailable() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (backend, proxy) = setup("", "").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let request = HelloStreamRequest {
         name: "a".into(),
@@ -450,21 +446,15 @@ async fn a_killed_backend_mid_stream_is_unavailable() {
         .into_inner();
     assert!(bounded(stream.message()).await.unwrap().is_some());
     backend.kill().await;
-    let status = loop {
-        match bounded(stream.message()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the stream ended normally"),
-            Err(status) => break status,
-        }
-    };
+    let (_, status) = replies_until_error(&mut stream).await;
+    let status = status.unwrap_or_else(|| panic!("the stream ended normally"));
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn proxied_responses_carry_no_server_header() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (_backend, proxy) = setup("", "").await;
     let response = raw_grpc(proxy.addr, "/helloworld.Greeter/SayHello", &[]).await;
     assert_eq!(response.status, StatusCode::OK);
     assert!(!response.headers_only);
@@ -476,8 +466,7 @@ async fn proxied_responses_carry_no_server_header() {
 
 #[tokio::test]
 async fn grpc_message_is_percent_encoded() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&backend_config(&backend, ""));
+    let (_backend, proxy) = setup("", "").await;
     // The path holds a `%`, which grpc-message must encode as %25.
     let response = raw_grpc(proxy.addr, "/a%20b.Svc/M", &[]).await;
     assert_trailers_only(&response, 12);

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,93 +79,77 @@ enum Behaviour {
     Status(u32),
 }
 
-/// A raw `h2` server that treats every stream the same way and counts them.
-struct RawBackend {
+/// A server on `127.0.0.1:0` that counts something (streams, connections) and stops
+/// when dropped.
+struct CountingServer {
     addr: SocketAddr,
-    streams: Arc<AtomicU64>,
+    count: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
-impl Drop for RawBackend {
+impl Drop for CountingServer {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn raw_backend(behaviour: Behaviour) -> RawBackend {
+/// Serves each accepted connection with `serve` in a task of its own, handing it the
+/// server's counter.
+async fn counting_server<F, Fut>(serve: F) -> CountingServer
+where
+    F: Fn(TcpStream, Arc<AtomicU64>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    let streams = Arc::new(AtomicU64::new(0));
-    let counter = streams.clone();
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                    return;
-                };
-                while let Some(Ok((_request, mut respond))) = conn.accept().await {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    match behaviour {
-                        Behaviour::Refuse => respond.send_reset(h2::Reason::REFUSED_STREAM),
-                        Behaviour::Status(code) => {
-                            let response = http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", code.to_string())
-                                .header("grpc-message", "raw backend")
-                                .header(meta::BACKEND, "raw")
-                                .body(())
-                                .unwrap();
-                            let _ = respond.send_response(response, true);
-                        }
-                    }
-                }
-            });
+            tokio::spawn(serve(tcp, counter.clone()));
         }
     });
-    RawBackend {
-        addr,
-        streams,
-        task,
-    }
+    CountingServer { addr, count, task }
+}
+
+/// A raw `h2` server that treats every stream the same way and counts the streams.
+async fn raw_backend(behaviour: Behaviour) -> CountingServer {
+    counting_server(move |tcp, streams| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = conn.accept().await {
+            streams.fetch_add(1, Ordering::SeqCst);
+            match behaviour {
+                Behaviour::Refuse => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                Behaviour::Status(code) => {
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", code.to_string())
+                        .header("grpc-message", "raw backend")
+                        .header(meta::BACKEND, "raw")
+                        .body(())
+                        .unwrap();
+                    let _ = respond.send_response(response, true);
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// A TCP forwarder in front of a backend that counts the connections made through it,
 /// i.e. the proxy's upstream connections to that backend.
-struct CountingForward {
-    addr: SocketAddr,
-    accepted: Arc<AtomicU64>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for CountingForward {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn counting_forward(target: SocketAddr) -> CountingForward {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let counter = accepted.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
+async fn counting_forward(target: SocketAddr) -> CountingServer {
+    counting_server(move |mut inbound, accepted| async move {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut outbound) = TcpStream::connect(target).await {
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
         }
-    });
-    CountingForward {
-        addr,
-        accepted,
-        task,
-    }
+    })
+    .await
 }
 
 /// A config whose only cluster lists these addresses, with extra cluster keys.
@@ -253,7 +238,7 @@ async fn unavailable_answers_eject_after_max_fails() {
         }
     }
     assert_eq!(unavailable, 3);
-    assert_eq!(bad.streams.load(Ordering::SeqCst), 3);
+    assert_eq!(bad.count.load(Ordering::SeqCst), 3);
     assert_eq!(good.calls(), 27);
     proxy.shutdown().await;
 }
@@ -331,9 +316,9 @@ async fn refused_stream_is_retried_transparently() {
     }
     assert_eq!(good.calls(), 10);
     assert!(
-        refuser.streams.load(Ordering::SeqCst) >= 4,
+        refuser.count.load(Ordering::SeqCst) >= 4,
         "the refusing backend saw {} streams",
-        refuser.streams.load(Ordering::SeqCst)
+        refuser.count.load(Ordering::SeqCst)
     );
     proxy.shutdown().await;
 }
@@ -393,13 +378,13 @@ async fn concurrent_calls_share_one_upstream_connection() {
         .await
         .expect("the 50 calls were never in flight together");
     all_served_by(calls, "b1").await;
-    assert_eq!(forward.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(forward.count.load(Ordering::SeqCst), 1);
     proxy.shutdown().await;
 }
 
 /// A backend `b1` allowing 2 streams per connection, behind a counting forwarder, and a
 /// proxy in front of that.
-async fn two_stream_backend() -> (BackendHandle, CountingForward, TestProxy) {
+async fn two_stream_backend() -> (BackendHandle, CountingServer, TestProxy) {
     let backend = spawn_backend_on(
         bind().await,
         BackendOptions::new("b1").max_concurrent_streams(2),
@@ -431,9 +416,9 @@ async fn stream_limit_opens_more_upstream_connections() {
         "only {in_flight} of 10 calls were in flight together: the proxy queued them"
     );
     assert!(
-        forward.accepted.load(Ordering::SeqCst) >= 5,
+        forward.count.load(Ordering::SeqCst) >= 5,
         "{} upstream connections for 10 streams at 2 per connection",
-        forward.accepted.load(Ordering::SeqCst)
+        forward.count.load(Ordering::SeqCst)
     );
     proxy.shutdown().await;
 }
@@ -456,6 +441,6 @@ async fn stream_limit_opens_more_connections_when_warm() {
         together.is_ok(),
         "only {in_flight} of 10 calls were in flight together: the proxy queued them"
     );
-    assert!(forward.accepted.load(Ordering::SeqCst) >= 5);
+    assert!(forward.count.load(Ordering::SeqCst) >= 5);
     proxy.shutdown().await;
 }

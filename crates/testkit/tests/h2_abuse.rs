@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::raw_h2::{RawConn, grpc_head, hello_message, raw_connect};
-use common::{TestProxy, WAIT, simple_config, start_proxy};
+use common::{TestProxy, WAIT, backend_and_proxy};
+use rpcgate_testkit::meta;
 use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
-use rpcgate_testkit::{meta, spawn_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -98,8 +98,7 @@ async fn fresh_client_served(proxy: &TestProxy, bound: Duration) {
 /// Random-looking bytes that are neither HTTP/1.1 nor HTTP/2.
 #[tokio::test]
 async fn garbage_closes_only_that_connection() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let garbage: Vec<u8> = (0u32..2048)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .chain(*b"\r\n\r\n")
@@ -119,8 +118,7 @@ async fn garbage_closes_only_that_connection() {
 /// a wait for a 4.7 MB "frame".
 #[tokio::test]
 async fn http1_after_the_h2_preface_gets_goaway() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let mut bytes = PREFACE.to_vec();
     bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let answer = send_and_expect_close(proxy.addr, &bytes).await;
@@ -139,8 +137,7 @@ async fn http1_after_the_h2_preface_gets_goaway() {
 /// A TLS ClientHello (with ALPN h2) on the plaintext port.
 #[tokio::test]
 async fn tls_client_hello_on_the_h2c_port_is_closed() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (_backend, proxy) = backend_and_proxy().await;
     let answer = send_and_expect_close(proxy.addr, &client_hello()).await;
     assert!(
         answer.is_empty() || answer.starts_with(b"HTTP/1.1 4"),
@@ -181,8 +178,7 @@ fn client_hello() -> Vec<u8> {
 /// proxy rejects it at once (FRAME_SIZE_ERROR) instead of waiting for the payload.
 #[tokio::test]
 async fn over_long_frame_is_rejected_at_once() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let mut bytes = PREFACE.to_vec();
     bytes.extend(settings());
     bytes.extend(frame_header(0x00FF_FFFF, 0x1, 0x4 | 0x1, 1));
@@ -204,8 +200,7 @@ async fn over_long_frame_is_rejected_at_once() {
 /// process go on serving.
 #[tokio::test]
 async fn a_panicking_call_fails_alone() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let mut request = tonic::Request::new(HelloRequest { name: "Ann".into() });
     request
@@ -233,8 +228,7 @@ async fn a_panicking_call_fails_alone() {
 /// serve a fresh client within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_does_not_take_the_proxy_down() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let RawConn { send, driver } = raw_connect(proxy.addr).await;
 
     let mut sent = 0;
@@ -276,8 +270,7 @@ async fn rapid_reset_does_not_take_the_proxy_down() {
 /// A client's RST_STREAM cancels the upstream call at once (SPEC §3).
 #[tokio::test]
 async fn client_reset_cancels_the_upstream_call() {
-    let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    let (backend, proxy) = backend_and_proxy().await;
     let RawConn { send, driver } = raw_connect(proxy.addr).await;
 
     let mut ready = send.ready().await.unwrap();

@@ -203,6 +203,13 @@ pub fn simple_config(backends: &[&BackendHandle], cluster_extra: &str) -> String
         .build()
 }
 
+/// A testkit backend `b1` and a proxy sending every call to it ([`simple_config`]).
+pub async fn backend_and_proxy() -> (BackendHandle, TestProxy) {
+    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&simple_config(&[&backend], ""));
+    (backend, proxy)
+}
+
 /// Which backend served a response (the testkit tags `x-backend`).
 pub fn served_by(metadata: &tonic::metadata::MetadataMap) -> String {
     metadata
