@@ -28,13 +28,12 @@ async fn wait_closed(stream: &mut TcpStream, bound: Duration) -> Duration {
 }
 
 fn config_with_idle(backend: &rpcgate_testkit::BackendHandle, idle: Option<&str>) -> String {
-    let config = common::simple_config(&[backend], "");
+    let config = common::OneCluster::backends(&[backend]);
     match idle {
-        Some(idle) => config.replace(
-            "address = \"127.0.0.1:0\"",
-            &format!("address = \"127.0.0.1:0\"\nidle_timeout = \"{idle}\""),
-        ),
-        None => config,
+        Some(idle) => config
+            .listener(format!("idle_timeout = \"{idle}\""))
+            .build(),
+        None => config.build(),
     }
 }
 
@@ -113,14 +112,13 @@ async fn a_connection_that_made_a_call_is_left_to_the_idle_timeout() {
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);
-    let call = |mut send: h2::client::SendRequest<bytes::Bytes>| async move {
+    let call = |send: h2::client::SendRequest<bytes::Bytes>| async move {
         let request = http::Request::post(format!("http://{}/nothing.Here/Call", proxy.addr))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())
             .unwrap();
-        let send = send.clone().ready().await.unwrap();
-        let mut send = send;
+        let mut send = send.ready().await.unwrap();
         let (response, _) = send.send_request(request, true).unwrap();
         let response = response.await.unwrap();
         // No route: a trailers-only UNIMPLEMENTED from the proxy itself.
