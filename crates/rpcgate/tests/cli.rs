@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{Running, free_addr, rpcgate, say_hello, scratch, text};
+use common::{Running, WAIT, free_addr, rpcgate, say_hello, scratch, text};
 use tonic::transport::Endpoint;
 
 /// Writes a config file for this test under cargo's scratch directory.
@@ -164,6 +164,18 @@ async fn run_serves_calls_and_exits_0_on_sigterm() {
     let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
     assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
     assert!(backend.calls() >= 1);
+    // SIGHUP (NGINX's reload signal) must not stop it: it says so and keeps serving.
+    proxy.signal("HUP");
+    let started = std::time::Instant::now();
+    while !proxy.output().contains("SIGHUP") {
+        assert!(
+            started.elapsed() < WAIT,
+            "SIGHUP not logged: {}",
+            proxy.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
     proxy.sigterm();
     let status = proxy.exit().await;
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
