@@ -90,6 +90,9 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) listener: usize,
     pub(crate) peer: SocketAddr,
+    /// The client's IP as a header value, made once per connection (`x-forwarded-for`,
+    /// `hash_key = "client_ip"`).
+    pub(crate) peer_ip: HeaderValue,
     pub(crate) upstreams: Arc<Upstreams>,
     /// The verified client certificate (mutual TLS listeners).
     pub(crate) client_identity: Option<crate::tls::ClientIdentity>,
@@ -229,13 +232,13 @@ async fn proxy_call(
     let timeout = effective_timeout(client_timeout, route.timeout);
     let deadline = timeout.map(|t| started + t);
 
-    prepare_request_headers(&mut parts.headers, conn.peer, route);
+    prepare_request_headers(&mut parts.headers, &conn.peer_ip, route);
     let hash = match &cluster.hash_key {
         Some(HashKey::Header(name)) => parts
             .headers
             .get(name.as_str())
             .map(|v| hash_key(v.as_bytes())),
-        Some(HashKey::ClientIp) => Some(hash_key(conn.peer.ip().to_string().as_bytes())),
+        Some(HashKey::ClientIp) => Some(hash_key(conn.peer_ip.as_bytes())),
         None => None,
     };
     let target = Target {
@@ -681,7 +684,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Request headers towards the backend: hop-by-hop removed (`te: trailers` kept),
 /// `x-forwarded-for` appended, the route's headers set.
-fn prepare_request_headers(headers: &mut HeaderMap, peer: SocketAddr, route: &RouteState) {
+fn prepare_request_headers(headers: &mut HeaderMap, peer_ip: &HeaderValue, route: &RouteState) {
     strip_hop_by_hop(headers);
     if let Some(te) = headers.get(header::TE)
         && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
@@ -689,17 +692,22 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: SocketAddr, route: &Ro
         headers.remove(header::TE);
     }
     // Every `x-forwarded-for` line counts (RFC 9110 §5.3: lines are one list), as
-    // NGINX's `$proxy_add_x_forwarded_for`; a value that is not text is dropped.
-    let mut forwarded = String::new();
-    for line in headers.get_all("x-forwarded-for") {
-        if let Ok(text) = line.to_str() {
-            forwarded.push_str(text);
-            forwarded.push_str(", ");
+    // NGINX's `$proxy_add_x_forwarded_for`; a value that is not text is dropped. Without
+    // one (the usual case) the connection's ready-made value is shared, no allocation.
+    if headers.contains_key("x-forwarded-for") {
+        let mut forwarded = String::new();
+        for line in headers.get_all("x-forwarded-for") {
+            if let Ok(text) = line.to_str() {
+                forwarded.push_str(text);
+                forwarded.push_str(", ");
+            }
         }
-    }
-    forwarded.push_str(&peer.ip().to_string());
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert("x-forwarded-for", value);
+        forwarded.push_str(peer_ip.to_str().unwrap_or_default());
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            headers.insert("x-forwarded-for", value);
+        }
+    } else {
+        headers.insert("x-forwarded-for", peer_ip.clone());
     }
     for (name, value) in &route.request_headers {
         headers.insert(name.clone(), value.clone());

@@ -281,6 +281,8 @@ async fn accept_loop(
                     shared,
                     listener: index,
                     peer,
+                    peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                        .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                     upstreams,
                     client_identity,
                     started: AtomicBool::new(false),
