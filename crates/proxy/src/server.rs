@@ -33,6 +33,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection slot (slowloris). The listener's `idle_timeout` applies when it is shorter.
 /// NGINX's default timers are per phase and let such a client stay 60 s and more.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// After an idle connection is told to close (GOAWAY), how long it may take to finish.
+/// It has no call in flight, so nothing is lost by dropping it then; without this bound a
+/// client that stopped reading (a PING or SETTINGS flood) would never take the GOAWAY and
+/// the connection would stay open forever.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The hyper connection builder for a listener, built once and reused per connection.
 pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
@@ -72,6 +77,8 @@ pub(crate) async fn serve<IO>(
     let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));
     let mut first_request = Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT.min(idle_timeout)));
     let mut awaiting_first_request = true;
+    let mut idle_close = Box::pin(tokio::time::sleep(Duration::MAX));
+    let mut closing_idle = false;
     let mut draining = *shutdown.borrow();
     if draining {
         connection.as_mut().graceful_shutdown();
@@ -90,6 +97,10 @@ pub(crate) async fn serve<IO>(
                     connection.as_mut().graceful_shutdown();
                 }
             }
+            _ = idle_close.as_mut(), if closing_idle => {
+                tracing::debug!(%peer, "idle client connection did not close in time; dropped");
+                return;
+            }
             _ = first_request.as_mut(), if awaiting_first_request => {
                 awaiting_first_request = false;
                 if !ctx.started.load(Ordering::Relaxed) {
@@ -105,6 +116,8 @@ pub(crate) async fn serve<IO>(
                     None => {
                         tracing::debug!(%peer, "closing idle client connection");
                         draining = true;
+                        closing_idle = true;
+                        idle_close.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
                         connection.as_mut().graceful_shutdown();
                     }
                 }
