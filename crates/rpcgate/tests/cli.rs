@@ -221,3 +221,74 @@ async fn demo_spreads_calls_over_its_backends() {
         assert!(said.contains(name), "{name} missing from:\n{said}");
     }
 }
+
+/// `check` on TLS settings: `insecure_skip_verify` is valid but warned about; a key that
+/// does not belong to its certificate is found (rustls builds the configuration).
+#[test]
+fn check_warns_about_skipped_verification_and_refuses_a_mismatched_key() {
+    let pki = scratch("check-tls");
+    let written = rpcgate()
+        .args(["certs", "--dir"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert_eq!(written.status.code(), Some(0), "{}", text(&written));
+    let file = |name: &str| pki.join(name).display().to_string();
+    let config = |listener_key: &str| {
+        format!(
+            r#"[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[listeners.tls]
+cert = "{cert}"
+key = "{key}"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "main"
+[[clusters]]
+name = "main"
+endpoints = ["127.0.0.1:1"]
+protocol = "h2"
+[clusters.tls]
+insecure_skip_verify = true
+"#,
+            cert = file("server-cert.pem"),
+            key = file(listener_key),
+        )
+    };
+    let good = config_file("skip.toml", &config("server-key.pem"));
+    let output = with_config("check", &good);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains("configuration OK"), "{said}");
+    assert!(said.contains("warning:"), "{said}");
+    assert!(said.contains("insecure_skip_verify"), "{said}");
+    assert!(
+        said.contains("skip.toml:15:24:"),
+        "the warning has no file:line:col: {said}"
+    );
+
+    let mismatched = config_file("mismatch.toml", &config("client-key.pem"));
+    let output = with_config("check", &mismatched);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("listener edge: TLS"), "{said}");
+    assert!(!said.contains("configuration OK"), "{said}");
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
+#[tokio::test]
+async fn demo_tls_runs_mutual_tls_on_both_sides() {
+    let mut demo = spawn(rpcgate().args(["demo", "--tls", "--calls", "6"]));
+    let status = demo.exit().await;
+    let said = demo.output();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert!(said.contains("mutual TLS"), "{said}");
+    assert!(said.contains("WITHOUT a certificate is refused"), "{said}");
+    assert!(said.contains("[listeners.tls]"), "{said}");
+    assert!(said.contains("[clusters.tls]"), "{said}");
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        assert!(said.contains(name), "{name} missing from:\n{said}");
+    }
+    assert!(said.contains("6/6 succeeded"), "{said}");
+}
