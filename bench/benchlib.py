@@ -526,18 +526,64 @@ def calls_row(r: dict) -> str:
     )
 
 
+PROXY_ORDER = ["rpcgate", "nginx", "haproxy", "haproxy-1m"]
+
+
+def ordered(rows: list[dict], scenarios: list[str]) -> list[dict]:
+    """Rows grouped by scenario (in the given order), then by proxy, so the proxies of one
+    scenario sit next to each other in the tables."""
+    def key(r: dict) -> tuple[int, int]:
+        p = r["proxy"]
+        return (scenarios.index(r["scenario"]) if r["scenario"] in scenarios else 99,
+                PROXY_ORDER.index(p) if p in PROXY_ORDER else 99)
+    return sorted((r for r in rows if r["scenario"] in scenarios), key=key)
+
+
+def cpu_ratio(by: dict, scen: str, other: str, proxy: str = "rpcgate") -> float | None:
+    """proxy's CPU per call over other's in one scenario, or None if either is missing."""
+    a, b = by.get((proxy, scen)), by.get((other, scen))
+    if not a or not b:
+        return None
+    ca, cb = a.get("cpu_per_call"), b.get("cpu_per_call")
+    return ca / cb if ca is not None and cb else None
+
+
 def ratio_table(by: dict, scenarios: list[str], unit: str) -> str:
-    """rpcgate / NGINX CPU per call (or per handshake) for the scenarios both ran."""
-    out = [f"| scenario | rpcgate CPU-µs/{unit} | NGINX CPU-µs/{unit} | rpcgate / NGINX |",
-           "|---|---|---|---|"]
+    """CPU per call (or per handshake) of every proxy, and rpcgate / NGINX and
+    rpcgate / HAProxy, for the scenarios rpcgate ran."""
+    out = [f"| scenario | rpcgate CPU-µs/{unit} | NGINX CPU-µs/{unit} | "
+           f"HAProxy CPU-µs/{unit} | rpcgate / NGINX | rpcgate / HAProxy |",
+           "|---|---|---|---|---|---|"]
+
+    def cell(proxy: str, s: str) -> str:
+        r = by.get((proxy, s))
+        return fmt_num(r.get("cpu_per_call")) if r else "–"
+
+    def ratio(s: str, other: str) -> str:
+        v = cpu_ratio(by, s, other)
+        return "–" if v is None else f"{v:.2f}"
+
     for s in scenarios:
-        a, b = by.get(("rpcgate", s)), by.get(("nginx", s))
-        if not a or not b:
+        if ("rpcgate", s) not in by:
             continue
-        ca, cb = a.get("cpu_per_call"), b.get("cpu_per_call")
-        ratio = f"{ca / cb:.2f}" if ca is not None and cb else "–"
-        out.append(f"| {s} | {fmt_num(ca)} | {fmt_num(cb)} | {ratio} |")
+        out.append(f"| {s} | {cell('rpcgate', s)} | {cell('nginx', s)} | "
+                   f"{cell('haproxy', s)} | {ratio(s, 'nginx')} | {ratio(s, 'haproxy')} |")
+        if ("haproxy-1m", s) in by:
+            out.append(f"| {s}, HAProxy with 1 MiB windows | {cell('rpcgate', s)} | – | "
+                       f"{cell('haproxy-1m', s)} | – | {ratio(s, 'haproxy-1m')} |")
     return "\n".join(out)
+
+
+def haproxy_line(by: dict, scenarios: list[str], fails: int, checks_ok: bool) -> str:
+    """How rpcgate compares with HAProxy (no numeric target: the aim is to beat it)."""
+    ratios = [(s, v) for s in scenarios if (v := cpu_ratio(by, s, "haproxy")) is not None]
+    if not ratios:
+        return "rpcgate vs HAProxy: not measured."
+    beats = all(v < 1.0 for _, v in ratios)
+    parts = [f"{s} {v:.2f}" for s, v in ratios]
+    return (f'**vs HAProxy**: rpcgate/HAProxy CPU per call: {", ".join(parts)} '
+            f'({"below HAProxy in all of them" if beats else "NOT below HAProxy in all of them"}'
+            f'{"" if fails == 0 and checks_ok else "; rpcgate had failed calls or checks"}).')
 
 
 def tls_section(rows: list[dict], by: dict, meta: dict) -> str:
@@ -580,20 +626,21 @@ def tls_section(rows: list[dict], by: dict, meta: dict) -> str:
                    f"(tls-small) = {ratio:.2f} (target ≤ 1.00); rpcgate failed calls in the "
                    f"TLS scenarios = {fails}; gRPC checks over TLS "
                    f"{'all OK' if checks_ok else 'NOT all OK'}.")
-        ha, hb = by.get(("rpcgate", "tls-handshake")), by.get(("nginx", "tls-handshake"))
-        if ha and hb and ha.get("cpu_per_call") is not None and hb.get("cpu_per_call"):
-            verdict += (f" CPU per full handshake: rpcgate/NGINX = "
-                        f'{ha["cpu_per_call"] / hb["cpu_per_call"]:.2f}.')
+        hs = cpu_ratio(by, "tls-handshake", "nginx")
+        if hs is not None:
+            verdict += f" CPU per full handshake: rpcgate/NGINX = {hs:.2f}."
+    fails = sum(r["bad"] for r in tls_rows if r["proxy"] == "rpcgate")
+    checks_ok = all(str(r.get("check", "")).startswith("OK")
+                    for r in tls_rows if r["proxy"] == "rpcgate")
+    verdict += "\n\n" + haproxy_line(by, ["tls-small", "tls-handshake"], fails, checks_ok)
 
-    small = [calls_row(r) for r in tls_rows if r["scenario"] == "tls-small"]
+    small = [calls_row(r) for r in ordered(tls_rows, ["tls-small"])]
     hs_lines = ["| proxy | connections (2xx/asked) | handshakes/s | failed | CPU-µs/handshake | "
                 "mean connect ms | h2load clients / TCP accepts | proxy CPU 0 % | "
                 "client CPU 1 busy % | peak RSS MiB | CPU 0 other % | gRPC check |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     client_bound = []
-    for r in tls_rows:
-        if r["scenario"] != "tls-handshake":
-            continue
+    for r in ordered(tls_rows, ["tls-handshake"]):
         busy, other = r.get("cpu0_busy_pct"), r.get("cpu0_other_pct")
         proxy_pct = busy - other if busy is not None and other is not None else None
         c1 = r.get("cpu1_busy_pct")
@@ -620,11 +667,14 @@ def tls_section(rows: list[dict], by: dict, meta: dict) -> str:
     return f"""
 ## TLS
 
-Both proxies terminate TLS with the same certificate and key (ECDSA P-256, written once for
+All proxies terminate TLS with the same certificate and key (ECDSA P-256, written once for
 this run by `rpcgate certs --hosts localhost,127.0.0.1`) and speak h2c to the same two
 backends. NGINX: `listen … ssl http2`, `ssl_protocols TLSv1.2 TLSv1.3`,
-`ssl_session_tickets off; ssl_session_cache off;`. rpcgate: `[listeners.tls] cert/key`
-(rustls with aws-lc-rs, its default session settings). h2load: {meta.get("h2load_version")},
+`ssl_session_tickets off; ssl_session_cache off;`. HAProxy: `bind … ssl crt <cert+key PEM>
+alpn h2 ssl-min-ver TLSv1.2 no-tls-tickets prefer-client-ciphers`, `tune.ssl.cachesize 0`
+(no session cache; the client's cipher order, as NGINX and rpcgate follow it).
+rpcgate: `[listeners.tls] cert/key` (rustls with aws-lc-rs, its default session settings).
+h2load: {meta.get("h2load_version")},
 {meta.get("openssl_version")}.
 
 - Negotiated (as h2load reports it):
@@ -657,7 +707,7 @@ proxy-to-backend connections), proof that every call had a connection of its own
 
 {chr(10).join(hs_lines)}
 {bound_note}
-### CPU per TLS call and per handshake, rpcgate / NGINX
+### CPU per TLS call and per handshake, rpcgate / NGINX and rpcgate / HAProxy
 
 {ratio_table(by, ["tls-small", "tls-handshake"], "call")}
 
@@ -675,8 +725,9 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
                 rows.append(json.loads(line))
     by = {(r["proxy"], r["scenario"]): r for r in rows}
     plain = [r for r in rows if not r["scenario"].startswith("tls-")]
-    table = "\n".join(CALLS_HEADER + [calls_row(r) for r in plain])
-    ratios = ratio_table(by, ["small", "single", "large", "latency"], "call")
+    plain_scens = ["small", "single", "large", "latency"]
+    table = "\n".join(CALLS_HEADER + [calls_row(r) for r in ordered(plain, plain_scens)])
+    ratios = ratio_table(by, plain_scens, "call")
 
     a, b = by.get(("rpcgate", "small")), by.get(("nginx", "small"))
     verdict = "not measured"
@@ -690,6 +741,10 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
                    f"{ratio:.2f} (target ≤ 0.50); rpcgate failed calls over all plaintext "
                    f"scenarios = {rpc_failures}; gRPC checks "
                    f"{'all OK' if checks_ok else 'NOT all OK'}.")
+    rpc_failures = sum(r["bad"] for r in plain if r["proxy"] == "rpcgate")
+    checks_ok = all(str(r.get("check", "")).startswith("OK")
+                    for r in plain if r["proxy"] == "rpcgate")
+    verdict += "\n\n" + haproxy_line(by, plain_scens, rpc_failures, checks_ok)
 
     others = [r["cpu0_other_pct"] for r in rows if r.get("cpu0_other_pct") is not None]
     noise = ""
@@ -698,7 +753,7 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
                  f"{sum(others) / len(others):.0f}%) went to something other than the proxy "
                  "during the measured runs (other programs on the machine); latency and "
                  "calls/s figures are disturbed, CPU per call less so.\n")
-    md = f"""# rpcgate vs NGINX — benchmark results
+    md = f"""# rpcgate vs NGINX vs HAProxy — benchmark results
 
 Generated by `bench/run.sh` (see `bench/README.md` for the method and caveats).
 
@@ -706,7 +761,8 @@ Generated by `bench/run.sh` (see `bench/README.md` for the method and caveats).
 - Command: `{meta["command"]}` (mode: {meta["mode"]})
 - Machine: {meta["nproc"]} CPUs, `{meta["cpu_model"]}`, kernel {meta["kernel"]}
 - Software: rpcgate `{meta["rpcgate_commit"]}` (release build, `workers = 1`, access log off);
-  {meta["nginx_version"]}; {meta["h2load_version"]}
+  {meta["nginx_version"]} (`grpc_pass`, one worker); {meta.get("haproxy_version", "haproxy not run")}
+  (`proto h2` both sides, `nbthread 1`); {meta["h2load_version"]}
 - Layout: proxy pinned to CPU 0; two `rpcgate backend` processes and `h2load` pinned to
   CPU 1; h2c (or TLS to the proxy) on 127.0.0.1; a fresh proxy process per scenario, warmed
   up before the measured run.
@@ -735,7 +791,7 @@ must all carry `:status 200` and a `grpc-status: 0` trailer and come from both b
 and 2 more calls must return exactly `HelloReply{{message="Hello <name> from bN"}}` for the
 name sent (h2load cannot see trailers, so this is what proves gRPC-level success).
 
-## CPU per call, rpcgate / NGINX
+## CPU per call, rpcgate / NGINX and rpcgate / HAProxy
 
 {ratios}
 """

@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# rpcgate vs NGINX grpc_pass, side by side in one run (method: shared/research/performance.md).
+# rpcgate vs NGINX grpc_pass vs HAProxy (proto h2), side by side in one run
+# (method: shared/research/performance.md).
 #
 # Layout: the proxy under test pinned to CPU 0; two `rpcgate backend` processes and h2load
 # pinned to CPU 1; h2c over 127.0.0.1 only, ports picked free at run time. For each proxy
 # and scenario a fresh proxy process is started, warmed up, measured (CPU from /proc, peak
 # RSS, h2load calls/s and per-call latencies), checked with real gRPC calls, and stopped.
-# TLS scenarios (tls-small, tls-handshake): both proxies terminate TLS with the SAME
+# TLS scenarios (tls-small, tls-handshake): all proxies terminate TLS with the SAME
 # certificate and key (`rpcgate certs`, generated once per run) and speak h2c to the backends.
+# "haproxy-1m" is HAProxy again with 1 MiB HTTP/2 windows, run in the large scenario only.
 # Writes bench/RESULTS.md. See bench/README.md.
 #
-# Usage: bench/run.sh [--quick] [--no-build] [--keep] [--proxies "rpcgate nginx"]
+# Usage: bench/run.sh [--quick] [--no-build] [--keep]
+#                     [--proxies "rpcgate nginx haproxy haproxy-1m"]
 #                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
 MODE=full
 BUILD=1
 KEEP=0
-PROXIES="rpcgate nginx"
+PROXIES="rpcgate nginx haproxy haproxy-1m"
 PLAIN=1
 TLS=1
 OUT=""
@@ -30,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --tls-only) PLAIN=0 ;;
         --no-tls) TLS=0 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -74,7 +77,13 @@ TLS_SCENARIOS=(
 # ------------------------------------------------------------------ prerequisites
 as_root() { if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+wants() { [[ " $PROXIES " == *" $1 "* ]]; }
+if wants nginx; then
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+fi
+if wants haproxy || wants haproxy-1m; then
+    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need_apt+=(haproxy)
+fi
 command -v h2load >/dev/null 2>&1 && command -v nghttp >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
     log "installing missing tools: ${need_apt[*]}"
@@ -89,6 +98,7 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
     done
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 for tool in h2load nghttp taskset timeout python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
 done
@@ -257,6 +267,58 @@ EOF
     done
 }
 
+start_haproxy() {
+    # start_haproxy PORT [tls] [window]
+    # One process (`-db`: foreground, no master-worker), one thread, HTTP/2 on both sides,
+    # requests balanced per stream over multiplexed backend connections (`http-reuse always`).
+    # No `log` lines: nothing is logged. WINDOW, when given, sets tune.h2.initial-window-size
+    # (HAProxy 2.6 has only this global knob, no fe/be variants): the per-stream receive
+    # window HAProxy advertises to clients and backends, 65,535 bytes by default.
+    local port=$1 tls=${2:-} window=${3:-} dir="$WORK/haproxy"
+    mkdir -p "$dir"
+    local bind="bind 127.0.0.1:$port proto h2"
+    local tune=""
+    if [[ $tls == tls ]]; then
+        # Same certificate and key as the others, concatenated into one PEM as HAProxy
+        # wants it; TLS 1.2+, no session tickets and no session cache, so every new
+        # connection is a full handshake whatever the client does (as for NGINX).
+        # prefer-client-ciphers: follow the client's cipher order as NGINX and rpcgate do
+        # (HAProxy otherwise imposes OpenSSL's order and picks AES-256-GCM, not AES-128).
+        cat "$CERTS/server-cert.pem" "$CERTS/server-key.pem" >"$dir/server.pem"
+        bind="bind 127.0.0.1:$port ssl crt $dir/server.pem alpn h2 ssl-min-ver TLSv1.2 no-tls-tickets prefer-client-ciphers"
+        tune="tune.ssl.cachesize 0"
+    fi
+    [[ -n $window ]] && tune="$tune
+    tune.h2.initial-window-size $window"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8192
+    $tune
+
+defaults
+    mode http
+    timeout connect 30s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+
+frontend bench
+    $bind
+    default_backend greeter
+
+backend greeter
+    balance roundrobin
+    http-reuse always
+    server b1 127.0.0.1:$B1 proto h2
+    server b2 127.0.0.1:$B2 proto h2
+EOF
+    taskset -c 0 "$HAPROXY" -db -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    "${PY[@]}" waitport "$port" 15 || die "haproxy did not start: $(tail -20 "$dir/haproxy.log")"
+}
+
 h2load_run() {
     # h2load_run URL PAYLOAD N C M BOUND OUT LOG
     local url=$1 payload=$2 n=$3 c=$4 m=$5 bound=$6 out=$7 logf=$8
@@ -278,6 +340,8 @@ RUN_SCENARIOS=()
 for proxy in $PROXIES; do
     for spec in "${RUN_SCENARIOS[@]}"; do
         read -r scen size conns streams n_full n_quick bound <<<"$spec"
+        # The 1 MiB-window HAProxy variant only matters where bodies exceed 64 KiB.
+        [[ $proxy == haproxy-1m && $scen != large ]] && continue
         n=$n_full
         [[ $MODE == quick ]] && n=$n_quick
         warm=$((n / 10))
@@ -291,6 +355,8 @@ for proxy in $PROXIES; do
         case "$proxy" in
             rpcgate) start_rpcgate "$port" "$tls" ;;
             nginx) start_nginx "$port" "$tls" ;;
+            haproxy) start_haproxy "$port" "$tls" ;;
+            haproxy-1m) start_haproxy "$port" "$tls" 1048576 ;;
             *) die "unknown proxy $proxy" ;;
         esac
         probe='{}'
@@ -380,7 +446,9 @@ BUSY_SEEN="$(tr ';' '\n' <<<"$BUSY_SEEN" | tr ',' '\n' | sed 's/^ *//' | grep -v
 DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" CMDLINE="$CMDLINE" MODE="$MODE" \
 NPROC="$(nproc)" CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
 KERNEL="$(uname -r)" COMMIT="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-NGINX_V="$("$NGINX" -v 2>&1)" H2LOAD_V="$(h2load --version 2>&1 | head -1)" \
+NGINX_V="$( (wants nginx && "$NGINX" -v 2>&1) || echo 'nginx not run')" \
+HAPROXY_V="$( (wants haproxy || wants haproxy-1m) && "$HAPROXY" -v 2>/dev/null | head -1 || echo 'haproxy not run')" \
+H2LOAD_V="$(h2load --version 2>&1 | head -1)" \
 LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" BUSY="${BUSY_SEEN:-none}" \
 H2LOAD_RESUMES="$H2LOAD_RESUMES" OPENSSL_V="$(openssl version 2>/dev/null || echo unknown)" \
 DIRECT="$WORK/direct.json" python3 -c '
@@ -388,7 +456,7 @@ import json, os
 e = os.environ
 meta = dict(date=e["DATE"], command=e["CMDLINE"], mode=e["MODE"], nproc=e["NPROC"],
             cpu_model=e["CPU_MODEL"], kernel=e["KERNEL"], rpcgate_commit=e["COMMIT"],
-            nginx_version=e["NGINX_V"], h2load_version=e["H2LOAD_V"],
+            nginx_version=e["NGINX_V"], haproxy_version=e["HAPROXY_V"], h2load_version=e["H2LOAD_V"],
             load_before=e["LOAD_BEFORE"], load_after=e["LOAD_AFTER"], busy=e["BUSY"],
             h2load_resumes=e["H2LOAD_RESUMES"], openssl_version=e["OPENSSL_V"])
 with open(e["DIRECT"]) as f:
