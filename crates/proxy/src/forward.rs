@@ -255,7 +255,9 @@ async fn proxy_call(
             .or(authority),
     };
     match cluster.protocol {
-        UpstreamProtocol::Http1 => forward_http1(parts, body, target, end).await,
+        // The HTTP/1.1 client's future is large and rare on gRPC paths: boxed, it does not
+        // inflate every call's future.
+        UpstreamProtocol::Http1 => Box::pin(forward_http1(parts, body, target, end)).await,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => forward_h2(parts, body, target, end).await,
     }
 }

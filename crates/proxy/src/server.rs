@@ -71,7 +71,11 @@ pub(crate) async fn serve<IO>(
 {
     let peer = ctx.peer;
     let service_ctx = ctx.clone();
-    let service = service_fn(move |request| forward::handle(request, service_ctx.clone()));
+    // The call's future is a few KiB (routing, attempts, body pump, bookkeeping); boxed
+    // once here, hyper and tokio move a pointer instead of copying it into each stream
+    // task (measured: memmove was the top entry of the profile).
+    let service =
+        service_fn(move |request| Box::pin(forward::handle(request, service_ctx.clone())));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));

@@ -159,7 +159,9 @@ impl Upstreams {
         if let Some(slot) = conns.try_reserve() {
             return Ok(slot);
         }
-        let conn = Arc::new(connect_h2(address, connect_timeout, tls).await?);
+        // Connecting (TCP, TLS, HTTP/2 handshake) is rare and its future is large: boxed,
+        // it does not inflate the future of every call.
+        let conn = Arc::new(Box::pin(connect_h2(address, connect_timeout, tls)).await?);
         conn.active.fetch_add(1, Ordering::Relaxed);
         conns
             .conns
