@@ -366,7 +366,12 @@ async fn forward_h2(
                 }
             }
             Err(AttemptError::Final(error)) => {
-                guard.finish(Outcome::Failure);
+                // The client going away says nothing about the backend's health.
+                if matches!(error, ProxyError::ClientCancelled(_)) {
+                    drop(guard);
+                } else {
+                    guard.finish(Outcome::Failure);
+                }
                 return end.local_error(error);
             }
         }
@@ -420,7 +425,7 @@ async fn attempt_h2(
             step = body.pump_step(&mut send), if !body.done_sending() => {
                 if let Err(PumpError::Client(error)) = step {
                     send.send_reset(h2::Reason::CANCEL);
-                    return Err(AttemptError::Final(ProxyError::BadRequest(format!("client request body failed: {error}"))));
+                    return Err(AttemptError::Final(ProxyError::ClientCancelled(error.to_string())));
                 }
                 // An upstream-side error shows up in the response future next.
             }

@@ -96,6 +96,9 @@ pub enum ProxyError {
     /// The upstream connection broke before an answer.
     #[error("backend connection lost: {0}")]
     ConnectionLost(String),
+    /// The client reset its request (or lost its connection) while it was being sent.
+    #[error("the client cancelled the call: {0}")]
+    ClientCancelled(String),
     /// The request could not be turned into an upstream request.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -113,6 +116,7 @@ impl ProxyError {
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::UpstreamReset(reason) => reset_code(*reason),
             ProxyError::ConnectionLost(_) => Code::Unavailable,
+            ProxyError::ClientCancelled(_) => Code::Cancelled,
             ProxyError::BadRequest(_) => Code::Internal,
             ProxyError::Panicked => Code::Internal,
         }
@@ -127,6 +131,10 @@ impl ProxyError {
             }
             ProxyError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamReset(_) | ProxyError::ConnectionLost(_) => StatusCode::BAD_GATEWAY,
+            // NGINX's 499 "client closed request": nobody reads it, the log does.
+            ProxyError::ClientCancelled(_) => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
