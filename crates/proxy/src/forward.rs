@@ -232,7 +232,7 @@ async fn proxy_call(
     let timeout = effective_timeout(client_timeout, route.timeout);
     let deadline = timeout.map(|t| started + t);
 
-    prepare_request_headers(&mut parts.headers, &conn.peer_ip, route);
+    prepare_request_headers(&mut parts.headers, &conn.peer_ip, route, parts.version);
     let hash = match &cluster.hash_key {
         Some(HashKey::Header(name)) => parts
             .headers
@@ -490,7 +490,7 @@ fn respond_h2(
         let failure = matches!(head.status.as_u16(), 502..=504);
         return end.finish_now(code.as_u8().into(), &message, failure);
     }
-    strip_hop_by_hop(&mut head.headers);
+    // No hop-by-hop scan: the h2 codec refuses a response carrying such headers.
     for (name, value) in &target.route.response_headers {
         head.headers.insert(name.clone(), value.clone());
     }
@@ -691,12 +691,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Request headers towards the backend: hop-by-hop removed (`te: trailers` kept),
 /// `x-forwarded-for` appended, the route's headers set.
-fn prepare_request_headers(headers: &mut HeaderMap, peer_ip: &HeaderValue, route: &RouteState) {
-    strip_hop_by_hop(headers);
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    route: &RouteState,
+    version: Version,
+) {
+    // HTTP/2 requests cannot carry connection-specific headers or a `te` other than
+    // `trailers`: the h2 codec refuses such a request before it gets here (RFC 9113
+    // §8.2.2), so only HTTP/1.x requests need the scan.
+    if version != Version::HTTP_2 {
+        strip_hop_by_hop(headers);
+        if let Some(te) = headers.get(header::TE)
+            && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+        {
+            headers.remove(header::TE);
+        }
     }
     // Every `x-forwarded-for` line counts (RFC 9110 §5.3: lines are one list), as
     // NGINX's `$proxy_add_x_forwarded_for`; a value that is not text is dropped. Without
