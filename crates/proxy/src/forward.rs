@@ -179,7 +179,7 @@ async fn proxy_call(
     let authority = request_authority(&parts.uri, &parts.headers);
     let route_index = listener.router.find(&RequestView {
         path: parts.uri.path(),
-        authority: authority.as_deref(),
+        authority: authority.as_ref().map(|a| a.as_str()),
         headers: &parts.headers,
         grpc,
     });
@@ -192,7 +192,9 @@ async fn proxy_call(
         Box::new(AccessRecord {
             listener: listener.name.clone(),
             client: conn.peer.to_string(),
-            authority: authority.clone().unwrap_or_default(),
+            authority: authority
+                .as_ref()
+                .map_or_else(String::new, |a| a.as_str().to_string()),
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             grpc_service,
@@ -248,11 +250,7 @@ async fn proxy_call(
         hash,
         deadline,
         timeout,
-        authority: cluster
-            .authority
-            .as_ref()
-            .map(|a| a.as_str().to_string())
-            .or(authority),
+        authority: cluster.authority.clone().or(authority),
     };
     match cluster.protocol {
         // The HTTP/1.1 client's future is large and rare on gRPC paths: boxed, it does not
@@ -270,7 +268,8 @@ struct Target<'a> {
     hash: Option<u64>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
-    authority: Option<String>,
+    /// `:authority` towards the backend: the cluster's override, else the client's.
+    authority: Option<http::uri::Authority>,
 }
 
 impl Target<'_> {
@@ -607,10 +606,10 @@ fn upstream_request(
     address: &str,
 ) -> Result<Request<()>, http::Error> {
     // Every piece is reused (refcounted `Bytes`), nothing is parsed again: the cluster's
-    // override, else the client's `:authority`, else its `Host`, else the endpoint.
-    let authority = match (&target.cluster.authority, parts.uri.authority()) {
-        (Some(authority), _) | (None, Some(authority)) => authority.clone(),
-        (None, None) => target.authority.as_deref().unwrap_or(address).parse()?,
+    // override, else the client's `:authority` or `Host`, else the endpoint.
+    let authority = match &target.authority {
+        Some(authority) => authority.clone(),
+        None => address.parse()?,
     };
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(if target.cluster.tls.is_some() {
@@ -659,7 +658,7 @@ fn http1_request(
         .body(body)?;
     *request.headers_mut() = parts.headers.clone();
     if let Some(authority) = &target.authority
-        && let Ok(value) = HeaderValue::from_str(authority)
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         request.headers_mut().insert(header::HOST, value);
     }
@@ -748,10 +747,13 @@ fn ensure_request_id(headers: &mut HeaderMap) -> String {
     id
 }
 
-fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    uri.authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| header_string(headers, header::HOST))
+/// The request's `:authority`, or its `Host` header (HTTP/1.1); a refcounted clone, no copy.
+fn request_authority(uri: &Uri, headers: &HeaderMap) -> Option<http::uri::Authority> {
+    uri.authority().cloned().or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+    })
 }
 
 fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
