@@ -7,7 +7,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 python="${PYTHON:-$root/.venv/bin/python}"
 
-cargo build -q -p rpcgate-testkit --example backend
+cargo build -q -p rpcgate-demo --example backend
 log="$(mktemp)"
 "$root/target/debug/examples/backend" 127.0.0.1:0 direct >"$log" 2>&1 &
 backend_pid=$!

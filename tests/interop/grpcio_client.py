@@ -14,7 +14,7 @@ certificate (mutual TLS); --server-name overrides the name the server certificat
 checked against (grpc.ssl_target_name_override), e.g. localhost for a 127.0.0.1 target.
 Without --ca the channel is plaintext (h2c), as before.
 
-It generates the Python stubs from crates/testkit/proto/*.proto into a temporary
+It generates the Python stubs from crates/demo/proto/*.proto into a temporary
 directory first (with grpc_tools, no system protoc), prints one line per call with the
 backend that served it, a summary line `served by: NAME=COUNT ...`, and exits 1 on the
 first mismatch (2 on a usage error).
@@ -32,7 +32,7 @@ import grpc
 from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "crates", "testkit", "proto"))
+PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "crates", "demo", "proto"))
 PROTOS = ["helloworld.proto", "pcbook.proto"]
 
 # Each call gets this long; a hung proxy fails the run instead of hanging it.

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use tokio::time::Instant;
 
 use crate::endpoint::{Endpoint, EndpointSpec};
 use crate::passive::PassiveHealthPolicy;
@@ -12,6 +11,7 @@ use crate::pickers::p2c::{self, Cost};
 use crate::pickers::ring_hash::Ring;
 use crate::pickers::round_robin::RoundRobin;
 use crate::pickers::{Weights, weighted};
+use crate::tier::{Env, Tier};
 
 /// Balancing policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,83 +44,6 @@ pub struct Pick {
     pub endpoint: Arc<Endpoint>,
     /// True when every endpoint was unhealthy (panic mode): the proxy should log it.
     pub panic: bool,
-}
-
-/// Preference order of the endpoints a pick may return; the first non-empty tier wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tier {
-    /// Healthy and not avoided.
-    Preferred,
-    /// Healthy, even if avoided (a retry back to the same endpoint beats no retry).
-    Healthy,
-    /// Panic mode: nothing is healthy; not avoided.
-    PanicFresh,
-    /// Panic mode: anything.
-    PanicAny,
-}
-
-impl Tier {
-    fn is_panic(self) -> bool {
-        matches!(self, Tier::PanicFresh | Tier::PanicAny)
-    }
-}
-
-/// Per-pick context for the pickers: the avoid list and a clock read at most once.
-#[derive(Debug)]
-pub(crate) struct Env<'a> {
-    avoid: &'a [u64],
-    now: Option<Instant>,
-}
-
-impl<'a> Env<'a> {
-    fn new(avoid: &'a [u64]) -> Self {
-        Self { avoid, now: None }
-    }
-
-    /// The time of this pick, read on first use.
-    pub(crate) fn now(&mut self) -> Instant {
-        *self.now.get_or_insert_with(Instant::now)
-    }
-
-    fn healthy(&mut self, ep: &Endpoint) -> bool {
-        let now = &mut self.now;
-        ep.healthy_with(|| *now.get_or_insert_with(Instant::now))
-    }
-
-    fn avoided(&self, ep: &Endpoint) -> bool {
-        !self.avoid.is_empty() && self.avoid.contains(&ep.id())
-    }
-
-    /// Whether `ep` belongs to `tier`.
-    pub(crate) fn eligible(&mut self, ep: &Endpoint, tier: Tier) -> bool {
-        match tier {
-            Tier::Preferred => !self.avoided(ep) && self.healthy(ep),
-            Tier::Healthy => self.healthy(ep),
-            Tier::PanicFresh => !self.avoided(ep),
-            Tier::PanicAny => true,
-        }
-    }
-
-    /// The best tier with at least one member, in one pass. `endpoints` is not empty.
-    fn best_tier(&mut self, endpoints: &[Arc<Endpoint>]) -> Tier {
-        let (mut healthy, mut fresh) = (false, false);
-        for ep in endpoints {
-            let h = self.healthy(ep);
-            let f = !self.avoided(ep);
-            if h && f {
-                return Tier::Preferred;
-            }
-            healthy |= h;
-            fresh |= f;
-        }
-        if healthy {
-            Tier::Healthy
-        } else if fresh {
-            Tier::PanicFresh
-        } else {
-            Tier::PanicAny
-        }
-    }
 }
 
 /// Policy-specific state, rebuilt with every endpoint set.
@@ -262,7 +185,8 @@ impl Balancer {
     /// Replaces the endpoint set (for discovery and reloads).
     ///
     /// An endpoint whose address stays keeps its `Arc<Endpoint>`, id and counters (its
-    /// weight is updated); new addresses get fresh endpoints; the picker state is rebuilt.
+    /// weight and metadata are updated); new addresses get fresh endpoints; the picker state
+    /// is rebuilt.
     /// Calls in flight on removed endpoints finish normally on the `Arc` they hold. A set
     /// equal to the current one (addresses, weights and order) changes nothing, so a
     /// periodic re-resolution does not reset the round-robin position.
@@ -271,11 +195,9 @@ impl Balancer {
         let _writer = self.update.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.state.load_full();
         let unchanged = current.endpoints.len() == specs.len()
-            && current
-                .endpoints
-                .iter()
-                .zip(&specs)
-                .all(|(e, s)| e.address() == s.address && e.weight() == s.weight);
+            && current.endpoints.iter().zip(&specs).all(|(e, s)| {
+                e.address() == s.address && e.weight() == s.weight && *e.metadata() == s.metadata
+            });
         if unchanged {
             return;
         }
@@ -286,6 +208,7 @@ impl Balancer {
             .map(|spec| match by_address.get(spec.address.as_str()) {
                 Some(&kept) => {
                     kept.set_weight(spec.weight);
+                    kept.set_metadata(spec.metadata);
                     Arc::clone(kept)
                 }
                 None => Arc::new(Endpoint::new(spec, self.passive)),

@@ -6,9 +6,11 @@
 //! peak EWMA with a compare-and-swap; only a *failure* takes the small passive-health
 //! mutex.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::clock::nanos_since;
@@ -22,7 +24,13 @@ pub struct EndpointSpec {
     pub address: String,
     /// Relative share, at least 1 (0 is treated as 1, so a typo never silences a backend).
     pub weight: u32,
+    /// Labels a discovery source attached (etcd's `Metadata`, an xDS locality, a zone):
+    /// carried to `/status` and xDS, never read by the pickers. Empty for static endpoints.
+    pub metadata: Metadata,
 }
+
+/// An endpoint's labels, sorted by key so two sets compare equal regardless of order.
+pub type Metadata = BTreeMap<String, String>;
 
 impl EndpointSpec {
     /// A spec with weight 1, the common case for discovered endpoints.
@@ -30,12 +38,19 @@ impl EndpointSpec {
         Self {
             address: address.into(),
             weight: 1,
+            metadata: Metadata::new(),
         }
     }
 
     /// The same spec with another weight.
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// The same spec with these labels.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
         self
     }
 }
@@ -54,6 +69,8 @@ pub struct Endpoint {
     address: String,
     /// Current weight; changed in place when discovery reports a new weight.
     weight: AtomicU32,
+    /// Labels from discovery; replaced in place when a new set reports other labels.
+    metadata: ArcSwap<Metadata>,
     /// Origin of the nanosecond timestamps kept in atomics below.
     epoch: Instant,
     in_flight: AtomicU32,
@@ -72,6 +89,7 @@ impl Endpoint {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             address: spec.address,
             weight: AtomicU32::new(spec.weight.max(1)),
+            metadata: ArcSwap::from_pointee(spec.metadata),
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -99,6 +117,17 @@ impl Endpoint {
 
     pub(crate) fn set_weight(&self, weight: u32) {
         self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// The labels discovery attached (empty for static endpoints).
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.load_full()
+    }
+
+    pub(crate) fn set_metadata(&self, metadata: Metadata) {
+        if **self.metadata.load() != metadata {
+            self.metadata.store(Arc::new(metadata));
+        }
     }
 
     /// Calls in flight.

@@ -70,9 +70,10 @@ mod ewma;
 mod hash;
 mod passive;
 mod pickers;
+mod tier;
 
 pub use balancer::{Balancer, Pick, PickContext, Policy};
-pub use endpoint::{CallGuard, Endpoint, EndpointSpec, Outcome};
+pub use endpoint::{CallGuard, Endpoint, EndpointSpec, Metadata, Outcome};
 pub use hash::hash_key;
 pub use passive::PassiveHealthPolicy;
 

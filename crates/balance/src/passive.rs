@@ -43,16 +43,6 @@ impl PassiveHealthPolicy {
     }
 }
 
-impl Default for PassiveHealthPolicy {
-    /// NGINX's defaults (and rpcgate's): `max_fails = 1`, `fail_timeout = 10s`.
-    fn default() -> Self {
-        Self {
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 /// The failure window, touched only when a failure is recorded.
 #[derive(Debug, Default)]
 struct Window {

@@ -9,6 +9,12 @@ use rpcgate_balance::{
     Balancer, Endpoint, EndpointSpec, Outcome, PassiveHealthPolicy, PickContext, Policy, hash_key,
 };
 
+/// The passive health these tests run with (NGINX's max_fails = 1 / fail_timeout = 10s).
+const NGINX_PASSIVE: PassiveHealthPolicy = PassiveHealthPolicy {
+    max_fails: 1,
+    fail_timeout: Duration::from_secs(10),
+};
+
 const ALL: [Policy; 5] = [
     Policy::RoundRobin,
     Policy::LeastRequest,
@@ -25,7 +31,7 @@ fn specs(weights: &[(&str, u32)]) -> Vec<EndpointSpec> {
 }
 
 fn balancer(policy: Policy, weights: &[(&str, u32)]) -> Balancer {
-    Balancer::new(policy, PassiveHealthPolicy::default(), specs(weights))
+    Balancer::new(policy, NGINX_PASSIVE, specs(weights))
 }
 
 fn pick_addr(lb: &Balancer, ctx: &PickContext<'_>) -> String {
@@ -51,7 +57,7 @@ fn endpoint(lb: &Balancer, addr: &str) -> Arc<Endpoint> {
 #[test]
 fn empty_set_picks_none_for_every_policy() {
     for policy in ALL {
-        let lb = Balancer::new(policy, PassiveHealthPolicy::default(), vec![]);
+        let lb = Balancer::new(policy, NGINX_PASSIVE, vec![]);
         assert!(lb.pick(&PickContext::default()).is_none(), "{policy:?}");
         let ctx = PickContext {
             hash: Some(42),

@@ -9,9 +9,7 @@
 //! Durations and addresses stay strings here and are parsed in [`crate::validate`], so
 //! that one bad value does not hide the other errors of the same table.
 //!
-//! To add a key: add the field here with a doc comment (an `Option` unless the key is
-//! required), then read it in [`crate::validate`] and, if the rest of rpcgate needs it,
-//! in [`crate::runtime`].
+//! Adding a key: `docs/adding-a-key.md` lists every file to touch, in order.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,9 +40,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    /// Worker threads; `0` (the default) means one per CPU.
+    /// Worker threads; `0` means one per CPU (default: [`crate::defaults::WORKERS`]).
     pub workers: Option<Spanned<usize>>,
-    /// After SIGTERM, how long in-flight calls may finish (duration, default `"30s"`).
+    /// After SIGTERM, how long in-flight calls may finish (duration; default:
+    /// [`crate::defaults::DRAIN_TIMEOUT`]).
     pub drain_timeout: Option<Spanned<String>>,
 }
 
@@ -60,11 +59,11 @@ pub struct AdminFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogFile {
-    /// `error | warn | info | debug | trace` (default `info`).
+    /// `error | warn | info | debug | trace` (default: [`crate::defaults::LOG_LEVEL`]).
     pub level: Option<Spanned<String>>,
-    /// `stdout | stderr | off | <file path>` (default `stdout`).
+    /// `stdout | stderr | off | <file path>` (default: [`crate::defaults::ACCESS_LOG`]).
     pub access_log: Option<Spanned<String>>,
-    /// `json | text` (default `json`).
+    /// `json | text` (default: [`crate::defaults::LOG_FORMAT`]).
     pub format: Option<Spanned<String>>,
 }
 
@@ -76,13 +75,16 @@ pub struct ListenerFile {
     pub name: Spanned<String>,
     /// Socket address to bind, e.g. `"127.0.0.1:8080"`.
     pub address: Spanned<String>,
-    /// Connections held at once (default 10 000).
+    /// Connections held at once (default: [`crate::defaults::MAX_CONNECTIONS`]).
     pub max_connections: Option<Spanned<usize>>,
-    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (default 256).
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (default:
+    /// [`crate::defaults::MAX_CONCURRENT_STREAMS`]).
     pub max_concurrent_streams: Option<Spanned<u32>>,
-    /// Largest request header block accepted, in bytes (default 16384).
+    /// Largest request header block accepted, in bytes (default:
+    /// [`crate::defaults::MAX_HEADER_BYTES`]).
     pub max_header_bytes: Option<Spanned<u32>>,
-    /// Close a connection with no open call after this long (duration, default `"5m"`).
+    /// Close a connection with no open call after this long (duration; default:
+    /// [`crate::defaults::IDLE_TIMEOUT`]).
     pub idle_timeout: Option<Spanned<String>>,
     /// Graceful GOAWAY after this connection age, `"0s"` = never (duration).
     pub max_connection_age: Option<Spanned<String>>,
@@ -127,9 +129,10 @@ pub struct ListenerTlsFile {
     pub key: Spanned<String>,
     /// PEM CA bundle; present = verify client certificates (mutual TLS).
     pub client_ca: Option<Spanned<String>>,
-    /// `required` (default when `client_ca` is set) | `optional`.
+    /// `required | optional` (default with `client_ca`: [`crate::defaults::CLIENT_AUTH`]).
     pub client_auth: Option<Spanned<String>>,
-    /// Total time a client may take to complete the TLS handshake (default `"10s"`).
+    /// Total time a client may take to complete the TLS handshake (duration; default:
+    /// [`crate::defaults::HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Option<Spanned<String>>,
 }
 
@@ -137,7 +140,7 @@ pub struct ListenerTlsFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
-    /// Optional name for logs and metrics (default `"<listener>/<index>"`).
+    /// Optional name for logs and metrics (default: [`crate::defaults::route_name`]).
     pub name: Option<Spanned<String>>,
     /// What a request must look like; absent or empty matches everything.
     #[serde(rename = "match")]
@@ -207,15 +210,17 @@ pub struct ClusterFile {
     pub name: Spanned<String>,
     /// Static endpoints: `"host:port"` or `{ address = "host:port", weight = N }`.
     pub endpoints: Option<Spanned<Vec<Spanned<EndpointFile>>>>,
-    /// `round_robin | least_request | p2c_ewma | random | ring_hash` (default `round_robin`).
+    /// `round_robin | least_request | p2c_ewma | random | ring_hash` (default:
+    /// [`crate::defaults::LB`]).
     pub lb: Option<Spanned<String>>,
     /// `ring_hash` only: `header:NAME | client_ip`.
     pub hash_key: Option<Spanned<String>>,
-    /// `h2c | h2 | http1` (default `h2c`).
+    /// `h2c | h2 | http1` (default: [`crate::defaults::PROTOCOL`]).
     pub protocol: Option<Spanned<String>>,
-    /// `:authority` sent to the backends; `""` (default) keeps the client's.
+    /// `:authority` sent to the backends; absent or `""` keeps the client's.
     pub authority: Option<Spanned<String>>,
-    /// TCP connect timeout towards a backend (duration, default `"2s"`).
+    /// TCP connect timeout towards a backend (duration; default:
+    /// [`crate::defaults::CONNECT_TIMEOUT`]).
     pub connect_timeout: Option<Spanned<String>>,
     /// Ramp-up time of a new or recovered endpoint (duration, `"0s"` = none).
     pub slow_start: Option<Spanned<String>>,
@@ -236,7 +241,7 @@ pub struct ClusterFile {
 /// One endpoint of a cluster, in either of its two forms.
 #[derive(Debug, Clone)]
 pub enum EndpointFile {
-    /// `"host:port"`, weight 1.
+    /// `"host:port"`, with the default weight ([`crate::defaults::WEIGHT`]).
     Address(String),
     /// `{ address = "host:port", weight = N }`.
     Table(EndpointTableFile),
@@ -248,7 +253,8 @@ pub enum EndpointFile {
 pub struct EndpointTableFile {
     /// `host:port`.
     pub address: Spanned<String>,
-    /// Relative share of calls, at least 1 (default 1). Signed so that `0` and negative
+    /// Relative share of calls, at least 1 (default: [`crate::defaults::WEIGHT`]). Signed
+    /// so that `0` and negative
     /// values get a clear message from validation instead of a type error.
     pub weight: Option<Spanned<i64>>,
 }
@@ -279,9 +285,11 @@ impl<'de> Deserialize<'de> for EndpointFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthFile {
-    /// Failures within `fail_timeout` that eject an endpoint; 0 turns it off (default 1).
+    /// Failures within `fail_timeout` that eject an endpoint; 0 turns it off (default:
+    /// [`crate::defaults::PASSIVE_HEALTH_MAX_FAILS`]).
     pub max_fails: Option<Spanned<u32>>,
-    /// Failure window and ejection time (duration, default `"10s"`).
+    /// Failure window and ejection time (duration; default:
+    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`]).
     pub fail_timeout: Option<Spanned<String>>,
 }
 

@@ -8,10 +8,10 @@
 //!    reported: each section, each `[[listeners]]`/`[[clusters]]` element and each route
 //!    is checked on its own.
 //! 2. [`validate`]: checks across the file (names unique, addresses parse, a route's
-//!    cluster exists, `ring_hash` has a `hash_key`, …), applies the defaults and produces
-//!    the typed runtime [`Config`] of [`runtime`], which is all the rest of rpcgate reads.
-//!    Keys that a later release builds parse but are refused with `<key> is not
-//!    implemented yet` ([`validate::NOT_IMPLEMENTED`]).
+//!    cluster exists, `ring_hash` has a `hash_key`, …), applies the defaults of
+//!    [`defaults`] and produces the typed runtime [`Config`] of [`runtime`], which is all
+//!    the rest of rpcgate reads. Keys that a later release builds parse but are refused
+//!    with `<key> is not implemented yet` ([`validate::NOT_IMPLEMENTED`]).
 //!
 //! Errors print one per line as `<file>:<line>:<col>: <key>: <message>` (the key is left
 //! out when the message already names it, as in `listeners.tls is not implemented yet`):
@@ -29,22 +29,14 @@
 //! );
 //! ```
 //!
-//! ## Adding a key
-//!
-//! 1. Add the field, with a doc comment, to its struct in [`file`](mod@file) (an
-//!    `Option` unless the key is required; wrap it in [`file::Spanned`] if validation may
-//!    point at it).
-//! 2. Check it and map it in [`validate`]; put its default and the reason for it where the
-//!    value lands in [`runtime`].
-//! 3. To build a key that is listed in [`validate::NOT_IMPLEMENTED`], delete its line
-//!    there and map it into [`runtime`].
-//! 4. Add it to SPEC §2 and a test to `tests/`.
+//! Adding a key: `docs/adding-a-key.md` lists every file to touch, in order.
 //!
 //! No other crate reads configuration files: the proxy and the binary call [`load`] or
 //! [`parse`].
 
 use std::path::Path;
 
+pub mod defaults;
 pub mod duration;
 mod error;
 pub mod file;

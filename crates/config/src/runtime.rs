@@ -2,8 +2,9 @@
 //!
 //! Every value here has been validated: addresses parse, names are unique, each route's
 //! cluster exists (routes refer to clusters by index), durations are positive where they
-//! must be. Defaults are applied here, each with its reason next to it, so nothing
-//! downstream has to know what the file left out.
+//! must be. Defaults are already applied (by [`crate::validate`], from [`crate::defaults`],
+//! where each is stated once with its reason), so nothing downstream has to know what the
+//! file left out.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,9 +34,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     /// Worker threads, each with its own event loop; already resolved: `0` in the file
-    /// becomes the number of CPUs, so this is at least 1.
+    /// becomes the number of CPUs, so this is at least 1. Default: see
+    /// [`crate::defaults::WORKERS`].
     pub workers: usize,
-    /// How long in-flight calls may finish after SIGTERM. Default 30 s, as Envoy's drain.
+    /// How long in-flight calls may finish after SIGTERM. Default: see
+    /// [`crate::defaults::DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
 }
 
@@ -49,11 +52,12 @@ pub struct Admin {
 /// `[log]`: verbosity and the access log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
-    /// `tracing` level filter: `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    /// `tracing` level filter: `error`, `warn`, `info`, `debug` or `trace`. Default: see
+    /// [`crate::defaults::LOG_LEVEL`].
     pub level: String,
-    /// Where access-log lines go. Default stdout, as NGINX's `access_log` in containers.
+    /// Where access-log lines go. Default: see [`crate::defaults::ACCESS_LOG`].
     pub access_log: AccessLogTarget,
-    /// Line format of the access log. Default JSON, since it is read by machines first.
+    /// Line format of the access log. Default: see [`crate::defaults::LOG_FORMAT`].
     pub format: LogFormat,
 }
 
@@ -86,14 +90,17 @@ pub struct Listener {
     pub name: String,
     /// Address to bind.
     pub address: SocketAddr,
-    /// Connections held at once; more wait in the accept queue. Default 10 000.
+    /// Connections held at once; more wait in the accept queue. Default: see
+    /// [`crate::defaults::MAX_CONNECTIONS`].
     pub max_connections: usize,
-    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. Default 256.
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. Default: see
+    /// [`crate::defaults::MAX_CONCURRENT_STREAMS`].
     pub max_concurrent_streams: u32,
     /// Largest request header list accepted (HTTP/2 decoded size and HTTP/1.1 head).
-    /// Default 16 KiB, NGINX's `large_client_header_buffers` order of size.
+    /// Default: see [`crate::defaults::MAX_HEADER_BYTES`].
     pub max_header_bytes: u32,
-    /// A connection with no open call for this long is closed. Default 5 min.
+    /// A connection with no open call for this long is closed. Default: see
+    /// [`crate::defaults::IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
     /// Routes in file order; the first that matches wins.
     pub routes: Vec<Route>,
@@ -121,9 +128,10 @@ pub struct ListenerTls {
     /// CA bundle client certificates must chain to; present = mutual TLS.
     pub client_ca: Option<PemFile>,
     /// Whether a client certificate is required or optional (only with `client_ca`).
+    /// Default: see [`crate::defaults::CLIENT_AUTH`].
     pub client_auth: ClientAuth,
     /// Total deadline for the handshake, so a stalled handshake cannot hold a connection.
-    /// Default 10 s.
+    /// Default: see [`crate::defaults::HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
 }
 
@@ -132,7 +140,8 @@ pub struct ListenerTls {
 pub enum ClientAuth {
     /// No client certificate is asked for (no `client_ca`).
     None,
-    /// A valid client certificate is required (the default with `client_ca`).
+    /// A valid client certificate is required (the default with `client_ca`, see
+    /// [`crate::defaults::CLIENT_AUTH`]).
     Required,
     /// A client certificate is verified when given; clients without one are accepted.
     Optional,
@@ -155,7 +164,8 @@ pub struct ClusterTls {
 /// `[[listeners.routes]]`: which calls go to which cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// A name for logs and metrics: the file's `name` key if given, else `"<listener>/<index>"`.
+    /// A name for logs and metrics: the file's `name` key if given. Default: see
+    /// [`crate::defaults::route_name`].
     pub name: String,
     /// What a request must look like to take this route (all conditions must hold).
     pub matcher: RouteMatch,
@@ -196,15 +206,18 @@ pub struct Cluster {
     pub name: String,
     /// Static endpoints in file order.
     pub endpoints: Vec<Endpoint>,
-    /// The balancing policy.
+    /// The balancing policy. Default: see [`crate::defaults::LB`].
     pub lb: LbPolicy,
-    /// Upstream protocol.
+    /// Upstream protocol. Default: see [`crate::defaults::PROTOCOL`].
     pub protocol: UpstreamProtocol,
     /// `:authority` sent to the backends instead of the client's, when set.
     pub authority: Option<String>,
-    /// How long a TCP connect to a backend may take. Default 2 s.
+    /// How long a TCP connect to a backend may take. Default: see
+    /// [`crate::defaults::CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
-    /// Passive health (NGINX `max_fails`/`fail_timeout`). Default 1 failure / 10 s.
+    /// Passive health (NGINX `max_fails`/`fail_timeout`). Default: see
+    /// [`crate::defaults::PASSIVE_HEALTH_MAX_FAILS`] and
+    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`] ([`PassiveHealth::default`]).
     pub passive_health: PassiveHealth,
     /// TLS towards the backends; `Some` exactly when `protocol` is `H2`.
     pub tls: Option<ClusterTls>,
@@ -215,7 +228,7 @@ pub struct Cluster {
 pub struct Endpoint {
     /// `host:port` as written; resolved when connecting.
     pub address: String,
-    /// Relative share of calls, at least 1. Default 1.
+    /// Relative share of calls, at least 1. Default: see [`crate::defaults::WEIGHT`].
     pub weight: u32,
 }
 
@@ -265,11 +278,13 @@ pub struct PassiveHealth {
 }
 
 impl Default for PassiveHealth {
-    /// NGINX's defaults: `max_fails=1 fail_timeout=10s`.
+    /// What a cluster gets without `passive_health` (or for the keys it leaves out):
+    /// [`crate::defaults::PASSIVE_HEALTH_MAX_FAILS`] and
+    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`].
     fn default() -> Self {
         Self {
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
+            max_fails: crate::defaults::PASSIVE_HEALTH_MAX_FAILS,
+            fail_timeout: crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Call deadlines: the client's `grpc-timeout` and the route's `timeout`.
 //!
-//! The smaller of the two is the call's deadline (SPEC §4); the time left is forwarded
+//! The smaller of the two is the call's deadline (contract §4); the time left is forwarded
 //! upstream as `grpc-timeout`, so the backend stops working when nobody waits any more.
 //! Format (gRPC PROTOCOL-HTTP2): at most 8 ASCII digits and one unit letter,
 //! `H`ours, `M`inutes, `S`econds, `m`illiseconds, `u`microseconds, `n`anoseconds.
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
 
 /// Parses a `grpc-timeout` value; `None` when it is malformed (then it is ignored, as
 /// gRPC servers do).
@@ -54,6 +55,33 @@ pub fn effective_timeout(client: Option<Duration>, route: Option<Duration>) -> O
     match (client, route) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// A call's deadline: when it passes, and the timeout it came from (for the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// When the call must be over.
+    pub at: Instant,
+    /// The effective timeout, counted from the call's start.
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    /// The deadline of a call that started at `started` with these request headers on a
+    /// route with this `timeout`; `None` when neither the client nor the route sets one.
+    pub fn for_call(
+        headers: &HeaderMap,
+        route_timeout: Option<Duration>,
+        started: Instant,
+    ) -> Option<Self> {
+        let client = headers
+            .get("grpc-timeout")
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        effective_timeout(client, route_timeout).map(|timeout| Self {
+            at: started + timeout,
+            timeout,
+        })
     }
 }
 
@@ -107,6 +135,21 @@ mod tests {
                 "{d:?} -> {text:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_deadline_counts_from_its_start() {
+        let started = Instant::now();
+        let mut headers = HeaderMap::new();
+        assert_eq!(Deadline::for_call(&headers, None, started), None);
+        headers.insert("grpc-timeout", HeaderValue::from_static("250m"));
+        let deadline = Deadline::for_call(&headers, Some(Duration::from_secs(2)), started).unwrap();
+        assert_eq!(deadline.timeout, Duration::from_millis(250));
+        assert_eq!(deadline.at, started + Duration::from_millis(250));
+        headers.insert("grpc-timeout", HeaderValue::from_static("bogus"));
+        let route_only =
+            Deadline::for_call(&headers, Some(Duration::from_secs(2)), started).unwrap();
+        assert_eq!(route_only.timeout, Duration::from_secs(2));
     }
 
     #[test]

@@ -1,31 +1,53 @@
 //! rpcgate's request path: from an accepted socket to a backend and back.
 //!
-//! Start a proxy with [`Proxy::start`] on a validated [`rpcgate_config::Config`]; the
-//! returned [`ProxyHandle`] tells the bound addresses and shuts it down with a drain.
+//! Start a proxy with [`Proxy::start`] (worker threads of its own) or
+//! [`Proxy::start_local`] (one worker on the caller's runtime, for tests on a paused
+//! clock) on a validated [`rpcgate_config::Config`]; the returned [`ProxyHandle`] tells the
+//! bound addresses, swaps in a new configuration ([`ProxyHandle::swap_config`]) and shuts
+//! the proxy down with a drain.
 //!
-//! The stages, one module each, in the order a call meets them:
+//! The stages, one module each, in the order a call meets them (`docs/request-path.md`
+//! has the chart):
 //!
-//! 1. [`listen`](crate::listen): binds the listeners; `server.workers` threads each run
-//!    their own single-threaded event loop and accept from every listener, so a call and
-//!    its upstream connection live on one thread (no cross-thread hops on the hot path).
-//! 2. [`tls`]: the rustls handshake under a total deadline (TLS listeners).
-//! 3. [`server`]: serves a connection with hyper (HTTP/2 and HTTP/1.1 on one port).
+//! 1. `listen`: binds the listeners; `server.workers` threads each run their own
+//!    single-threaded event loop and accept from every listener, so a call and its
+//!    upstream connection live on one thread. TLS listeners run the rustls handshake
+//!    there, under a total deadline, with the configurations [`tls`] builds.
+//! 2. `server`: serves a connection with hyper (HTTP/2 and HTTP/1.1 on one port), with
+//!    the first-request and idle timeouts; `conn` is the connection's context.
+//! 3. `call`: the call sequence, one line per stage, on the current generation
+//!    (`state`): route → deadline → headers → attempts → response.
 //! 4. [`route`]: the first matching route names the cluster.
-//! 5. `rpcgate_balance`: the cluster's picker chooses an endpoint per call.
-//! 6. [`forward`]: deadline, attempts and transparent retry, streaming both ways.
-//! 7. [`upstream`]: pooled, multiplexed HTTP/2 connections per endpoint and worker.
-//! 8. [`status`]: the only place an error becomes a gRPC status or HTTP response.
-//! 9. [`access_log`]: one line per call.
+//! 5. [`deadline`]: the smaller of `grpc-timeout` and the route's `timeout`.
+//! 6. `headers`: pure header rewriting and the upstream request heads.
+//! 7. `attempt`: one attempt loop for every upstream protocol: the balancer
+//!    (`rpcgate_balance`) picks, the attempt runs on a pooled connection ([`upstream`]),
+//!    transparent retry while the body is held for replay (`request_body`).
+//! 8. `response` and `response_body`: the backend's answer streamed to the client.
+//! 9. [`verdict`]: every way an attempt or a call ends, classified once (fault, whether
+//!    processed, gRPC code, passive health); `call_end` hands it to passive health and
+//!    the [`access_log`]; [`status`] is the only writer of the proxy's own responses.
 
 pub mod access_log;
+mod attempt;
 pub mod body;
+mod call;
+mod call_end;
+mod conn;
 pub mod deadline;
-pub mod forward;
+mod headers;
 mod listen;
+mod request_body;
+mod response;
+mod response_body;
 pub mod route;
-pub mod server;
+mod server;
+mod state;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod verdict;
 
+pub use headers::is_grpc;
 pub use listen::{Proxy, ProxyHandle, StartError};
+pub use request_body::REPLAY_LIMIT;

@@ -3,29 +3,28 @@
 //! Each of `server.workers` threads runs a current-thread tokio runtime and accepts from
 //! every listener (the kernel hands each connection to one of them). A worker owns its
 //! upstream connections, so a call is served start to end on one thread — the layout
-//! NGINX and HAProxy use, and the one `shared/research/performance.md` measured as the
-//! cheapest. Balancer state (in-flight counts, health) is shared across workers through
-//! atomics.
+//! NGINX and HAProxy use, and the one measured as the cheapest (`docs/request-path.md`,
+//! "Threads"). Balancer state (in-flight counts, health) is shared across workers through
+//! atomics, and the routing and cluster state is one [`Generation`] behind an `ArcSwap`
+//! that [`ProxyHandle::swap_config`] replaces.
+//!
+//! [`Proxy::start_local`] runs one worker on the caller's tokio runtime instead of on
+//! threads of its own, so tests can drive the proxy's timers with tokio's paused clock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use rpcgate_balance::{Balancer, EndpointSpec, PassiveHealthPolicy, Policy};
-use rpcgate_config::{Config, LbPolicy};
+use rpcgate_config::Config;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio::time::Instant;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::access_log::AccessLog;
-use crate::forward::{ClusterState, ConnCtx, ListenerState, RouteState, Shared};
-use crate::route::Router;
+use crate::conn::ConnCtx;
+use crate::state::{Generation, Generations};
 use crate::upstream::Upstreams;
 use crate::{server, tls};
 
@@ -57,6 +56,13 @@ pub enum StartError {
     /// A TLS configuration could not be built (key does not match certificate, …).
     #[error("{0}")]
     Tls(String),
+    /// The configuration contradicts itself (a validated one never does).
+    #[error("configuration inconsistent: {0}")]
+    Inconsistent(String),
+    /// A new configuration adds or removes listeners, which a swap cannot do: sockets
+    /// are bound once, at start.
+    #[error("{0}")]
+    ListenersChanged(String),
 }
 
 /// The proxy: entry point of the request path.
@@ -64,46 +70,15 @@ pub enum StartError {
 pub struct Proxy;
 
 impl Proxy {
-    /// Binds every listener and starts the worker threads. Returns once the listeners
-    /// accept connections.
+    /// Binds every listener and starts `server.workers` worker threads. Returns once the
+    /// listeners accept connections.
     pub fn start(config: &Config) -> Result<ProxyHandle, StartError> {
-        let shared = Arc::new(build_shared(config)?);
-        let mut bound = Vec::new();
-        for listener in &config.listeners {
-            let socket = bind(listener.address).map_err(|source| StartError::Bind {
-                name: listener.name.clone(),
-                address: listener.address,
-                source,
-            })?;
-            let address = socket.local_addr().map_err(|source| StartError::Bind {
-                name: listener.name.clone(),
-                address: listener.address,
-                source,
-            })?;
-            bound.push(BoundListener {
-                name: listener.name.clone(),
-                address,
-                socket,
-                limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
-                builder: Arc::new(server::builder(listener)),
-                idle_timeout: listener.idle_timeout,
-                tls: match &listener.tls {
-                    Some(tls) => Some((
-                        TlsAcceptor::from(tls::server_config(tls).map_err(|e| {
-                            StartError::Tls(format!("listener {}: {e}", listener.name))
-                        })?),
-                        tls.handshake_timeout,
-                    )),
-                    None => None,
-                },
-            });
-        }
-        let bound = Arc::new(bound);
+        let (bound, generations) = prepare(config)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut workers = Vec::new();
+        let mut threads = Vec::new();
         let drain_timeout = config.server.drain_timeout;
         for index in 0..config.server.workers.max(1) {
-            let shared = shared.clone();
+            let generations = generations.clone();
             let bound = bound.clone();
             let shutdown = shutdown_rx.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -113,29 +88,119 @@ impl Proxy {
             let thread = std::thread::Builder::new()
                 .name(format!("rpcgate-worker-{index}"))
                 .spawn(move || {
-                    runtime.block_on(run_worker(shared, bound, shutdown, drain_timeout));
+                    runtime.block_on(run_worker(generations, bound, shutdown, drain_timeout));
                 })
                 .map_err(StartError::Worker)?;
-            workers.push(thread);
+            threads.push(thread);
         }
-        let addresses = bound.iter().map(|b| (b.name.clone(), b.address)).collect();
-        Ok(ProxyHandle {
-            addresses,
-            shutdown: shutdown_tx,
-            workers,
-        })
+        Ok(ProxyHandle::new(
+            &bound,
+            generations,
+            shutdown_tx,
+            Workers::Threads(threads),
+        ))
     }
+
+    /// Binds every listener and runs one worker as a task on the caller's tokio runtime
+    /// (`server.workers` is ignored). On a current-thread runtime with a paused clock the
+    /// proxy's timers (deadlines, idle and first-request timeouts) follow that clock,
+    /// which is what end-to-end tests of timing use.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn start_local(config: &Config) -> Result<ProxyHandle, StartError> {
+        let (bound, generations) = prepare(config)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(run_worker(
+            generations.clone(),
+            bound.clone(),
+            shutdown_rx,
+            config.server.drain_timeout,
+        ));
+        Ok(ProxyHandle::new(
+            &bound,
+            generations,
+            shutdown_tx,
+            Workers::Task(task),
+        ))
+    }
+}
+
+/// Builds the first generation and binds every listener.
+fn prepare(config: &Config) -> Result<(Arc<Vec<BoundListener>>, Arc<Generations>), StartError> {
+    let generation = Generation::build(config, None)?;
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        let socket = bind(listener.address).map_err(|source| StartError::Bind {
+            name: listener.name.clone(),
+            address: listener.address,
+            source,
+        })?;
+        let address = socket.local_addr().map_err(|source| StartError::Bind {
+            name: listener.name.clone(),
+            address: listener.address,
+            source,
+        })?;
+        bound.push(BoundListener {
+            name: listener.name.as_str().into(),
+            address,
+            socket,
+            limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
+            builder: Arc::new(server::builder(listener)),
+            idle_timeout: listener.idle_timeout,
+            tls: match &listener.tls {
+                Some(tls) => Some((
+                    TlsAcceptor::from(tls::server_config(tls).map_err(|e| {
+                        StartError::Tls(format!("listener {}: {e}", listener.name))
+                    })?),
+                    tls.handshake_timeout,
+                )),
+                None => None,
+            },
+        });
+    }
+    Ok((
+        Arc::new(bound),
+        Arc::new(Generations::from_pointee(generation)),
+    ))
+}
+
+/// Where the workers run.
+#[derive(Debug)]
+enum Workers {
+    /// Threads of their own, each with a current-thread runtime ([`Proxy::start`]).
+    Threads(Vec<std::thread::JoinHandle<()>>),
+    /// One task on the caller's runtime ([`Proxy::start_local`]).
+    Task(tokio::task::JoinHandle<()>),
 }
 
 /// A running proxy.
 #[derive(Debug)]
 pub struct ProxyHandle {
     addresses: Vec<(String, SocketAddr)>,
+    generations: Arc<Generations>,
     shutdown: watch::Sender<bool>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: Option<Workers>,
 }
 
 impl ProxyHandle {
+    fn new(
+        bound: &[BoundListener],
+        generations: Arc<Generations>,
+        shutdown: watch::Sender<bool>,
+        workers: Workers,
+    ) -> Self {
+        Self {
+            addresses: bound
+                .iter()
+                .map(|b| (b.name.to_string(), b.address))
+                .collect(),
+            generations,
+            shutdown,
+            workers: Some(workers),
+        }
+    }
+
     /// The bound address of a listener (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addresses
@@ -149,24 +214,63 @@ impl ProxyHandle {
         &self.addresses
     }
 
+    /// The number of the generation new calls use (1 at start, +1 per swap).
+    pub fn generation(&self) -> u64 {
+        self.generations.load().number
+    }
+
+    /// Makes `config` the one new calls follow, and returns its generation number.
+    ///
+    /// Calls in flight finish on the generation they started with. Clusters that did not
+    /// change keep their balancer, endpoint state (health, counters, latency) and pooled
+    /// connections; clusters whose endpoints changed keep the state of the endpoints that
+    /// stay (see `state.rs`). The listener set must stay the same (same names): sockets
+    /// are bound once, and each listener's socket-level settings (address, limits, TLS)
+    /// are those it started with. On error nothing changes.
+    pub fn swap_config(&self, config: &Config) -> Result<u64, StartError> {
+        let current = self.generations.load_full();
+        let bound: Vec<&str> = self.addresses.iter().map(|(n, _)| n.as_str()).collect();
+        let wanted: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        if bound != wanted {
+            return Err(StartError::ListenersChanged(format!(
+                "the listeners would change from {bound:?} to {wanted:?}; adding, removing or renaming listeners needs a restart"
+            )));
+        }
+        let next = Generation::build(config, Some(&current))?;
+        let number = next.number;
+        self.generations.store(Arc::new(next));
+        tracing::info!(generation = number, "new configuration generation in use");
+        Ok(number)
+    }
+
     /// Stops accepting, closes every client connection gracefully, lets calls in flight
     /// finish (up to `server.drain_timeout`), then stops the workers.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let workers = std::mem::take(&mut self.workers);
-        let _ = tokio::task::spawn_blocking(move || {
-            for worker in workers {
-                let _ = worker.join();
+        match self.workers.take() {
+            Some(Workers::Threads(threads)) => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                })
+                .await;
             }
-        })
-        .await;
+            Some(Workers::Task(task)) => {
+                let _ = task.await;
+            }
+            None => {}
+        }
     }
 
-    /// [`ProxyHandle::shutdown`] for callers outside a runtime.
+    /// [`ProxyHandle::shutdown`] for callers outside a runtime. A proxy started with
+    /// [`Proxy::start_local`] is only told to stop: its task ends on its runtime.
     pub fn shutdown_blocking(mut self) {
         let _ = self.shutdown.send(true);
-        for worker in std::mem::take(&mut self.workers) {
-            let _ = worker.join();
+        if let Some(Workers::Threads(threads)) = self.workers.take() {
+            for thread in threads {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -179,7 +283,7 @@ impl Drop for ProxyHandle {
 
 /// A bound listener and what its connections share.
 struct BoundListener {
-    name: String,
+    name: Arc<str>,
     address: SocketAddr,
     socket: std::net::TcpListener,
     limit: Arc<Semaphore>,
@@ -203,7 +307,7 @@ fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 async fn run_worker(
-    shared: Arc<Shared>,
+    generations: Arc<Generations>,
     bound: Arc<Vec<BoundListener>>,
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -223,7 +327,7 @@ async fn run_worker(
             socket,
             index,
             bound.clone(),
-            shared.clone(),
+            generations.clone(),
             upstreams.clone(),
             connections.clone(),
             shutdown.clone(),
@@ -253,7 +357,7 @@ async fn accept_loop(
     socket: TcpListener,
     index: usize,
     bound: Arc<Vec<BoundListener>>,
-    shared: Arc<Shared>,
+    generations: Arc<Generations>,
     upstreams: Arc<Upstreams>,
     connections: TaskTracker,
     shutdown: watch::Receiver<bool>,
@@ -274,22 +378,17 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let new_ctx = {
-            let shared = shared.clone();
+            let generations = generations.clone();
             let upstreams = upstreams.clone();
+            let name = listener.name.clone();
             move |client_identity| {
-                Arc::new(ConnCtx {
-                    shared,
-                    listener: index,
+                Arc::new(ConnCtx::new(
+                    generations,
+                    name,
                     peer,
-                    peer_ip: HeaderValue::from_str(&peer.ip().to_string())
-                        .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                     upstreams,
                     client_identity,
-                    started: AtomicBool::new(false),
-                    active: AtomicUsize::new(0),
-                    last_active_ms: AtomicU64::new(0),
-                    since: Instant::now(),
-                })
+                ))
             }
         };
         let builder = listener.builder.clone();
@@ -325,105 +424,4 @@ async fn accept_loop(
             drop(permit);
         });
     }
-}
-
-fn build_shared(config: &Config) -> Result<Shared, StartError> {
-    let clusters = config
-        .clusters
-        .iter()
-        .enumerate()
-        .map(|(index, cluster)| {
-            let (policy, hash_key) = match &cluster.lb {
-                LbPolicy::RoundRobin => (Policy::RoundRobin, None),
-                LbPolicy::LeastRequest => (Policy::LeastRequest, None),
-                LbPolicy::P2cEwma => (Policy::P2cEwma, None),
-                LbPolicy::Random => (Policy::Random, None),
-                LbPolicy::RingHash(key) => (Policy::RingHash, Some(key.clone())),
-            };
-            let endpoints = cluster
-                .endpoints
-                .iter()
-                .map(|e| EndpointSpec {
-                    address: e.address.clone(),
-                    weight: e.weight,
-                })
-                .collect();
-            let passive = PassiveHealthPolicy {
-                max_fails: cluster.passive_health.max_fails,
-                fail_timeout: cluster.passive_health.fail_timeout,
-            };
-            let authority = match &cluster.authority {
-                Some(a) => Some(
-                    a.parse::<http::uri::Authority>()
-                        .map_err(|_| StartError::Header(format!("authority {a}")))?,
-                ),
-                None => None,
-            };
-            let tls =
-                match &cluster.tls {
-                    Some(tls) => Some(crate::upstream::UpstreamTls {
-                        connector: TlsConnector::from(tls::client_config(tls).map_err(|e| {
-                            StartError::Tls(format!("cluster {}: {e}", cluster.name))
-                        })?),
-                        server_name: tls.server_name.clone(),
-                    }),
-                    None => None,
-                };
-            Ok(ClusterState {
-                index,
-                tls,
-                name: cluster.name.as_str().into(),
-                balancer: Arc::new(Balancer::new(policy, passive, endpoints)),
-                protocol: cluster.protocol,
-                authority,
-                connect_timeout: cluster.connect_timeout,
-                hash_key,
-                in_panic: AtomicBool::new(false),
-            })
-        })
-        .collect::<Result<Vec<_>, StartError>>()?;
-    let listeners = config
-        .listeners
-        .iter()
-        .map(|listener| {
-            let routes = listener
-                .routes
-                .iter()
-                .map(|route| {
-                    Ok(RouteState {
-                        name: route.name.as_str().into(),
-                        cluster: route.cluster,
-                        timeout: route.timeout,
-                        request_headers: header_pairs(&route.request_headers)?,
-                        response_headers: header_pairs(&route.response_headers)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StartError>>()?;
-            Ok(ListenerState {
-                name: listener.name.as_str().into(),
-                router: Router::new(&listener.routes),
-                routes,
-            })
-        })
-        .collect::<Result<Vec<_>, StartError>>()?;
-    let access_log = AccessLog::open(&config.log.access_log, config.log.format)
-        .map_err(StartError::AccessLog)?;
-    Ok(Shared {
-        listeners,
-        clusters,
-        access_log,
-    })
-}
-
-fn header_pairs(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, StartError> {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            let header_name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| StartError::Header(name.clone()))?;
-            let header_value =
-                HeaderValue::from_str(value).map_err(|_| StartError::Header(name.clone()))?;
-            Ok((header_name, header_value))
-        })
-        .collect()
 }

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::forward::{self, ConnCtx};
+use crate::call;
+use crate::conn::ConnCtx;
 
 /// Flow-control window per client stream; as upstream, so 1 MiB messages stream freely.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -74,8 +75,7 @@ pub(crate) async fn serve<IO>(
     // The call's future is a few KiB (routing, attempts, body pump, bookkeeping); boxed
     // once here, hyper and tokio move a pointer instead of copying it into each stream
     // task (measured: memmove was the top entry of the profile).
-    let service =
-        service_fn(move |request| Box::pin(forward::handle(request, service_ctx.clone())));
+    let service = service_fn(move |request| Box::pin(call::handle(request, service_ctx.clone())));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));

@@ -1,188 +1,46 @@
-//! The one place where an error becomes a response.
+//! The one place where a verdict becomes bytes on the wire: a response of the proxy's own
+//! making, or the trailers that end a stream the proxy had to cut.
 //!
-//! Every failure the proxy itself detects is a [`ProxyError`]. For a gRPC request
-//! (`content-type: application/grpc*`) it becomes a *trailers-only* response — HTTP 200
-//! with `grpc-status` and a percent-encoded `grpc-message` in the headers and no body — so
-//! that every gRPC client reads a real status instead of an HTML 502 (what NGINX sends).
-//! Other requests get the HTTP status of SPEC §3. The codes follow
-//! <https://grpc.github.io/grpc/core/md_doc_statuscodes.html> and gRPC's "HTTP to gRPC
-//! Status Code Mapping" (`doc/http-grpc-status-mapping.md`).
+//! For a gRPC request (`content-type: application/grpc*`) an error is a *trailers-only*
+//! response — HTTP 200 with `grpc-status` and a percent-encoded `grpc-message` in the
+//! headers and no body — so that every gRPC client reads a real status instead of an HTML
+//! 502 (what NGINX sends). Other requests get the HTTP status of the verdict (contract §3).
+//! Which code and which status is decided in [`crate::verdict`], never here.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
+use crate::verdict::{Code, Verdict};
 
-/// Canonical gRPC status codes that the proxy produces or maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Code {
-    /// 0
-    Ok = 0,
-    /// 1: the client cancelled.
-    Cancelled = 1,
-    /// 2: unknown error (an unmapped HTTP status from upstream).
-    Unknown = 2,
-    /// 4: the call's deadline passed.
-    DeadlineExceeded = 4,
-    /// 7: the client address is denied.
-    PermissionDenied = 7,
-    /// 8: a rate limit or size limit was hit.
-    ResourceExhausted = 8,
-    /// 12: no route matches (or upstream 404).
-    Unimplemented = 12,
-    /// 13: internal error (proxy bug, upstream protocol error).
-    Internal = 13,
-    /// 14: no backend could take the call; the standard retryable code.
-    Unavailable = 14,
-    /// 16: upstream answered HTTP 401.
-    Unauthenticated = 16,
-}
-
-impl Code {
-    /// The numeric value sent in `grpc-status`.
-    pub fn as_u8(self) -> u8 {
-        self as u8
-    }
-}
-
-/// Canonical name of a gRPC status code (for logs and metrics labels).
-pub fn code_name(code: u32) -> &'static str {
-    match code {
-        0 => "OK",
-        1 => "CANCELLED",
-        2 => "UNKNOWN",
-        3 => "INVALID_ARGUMENT",
-        4 => "DEADLINE_EXCEEDED",
-        5 => "NOT_FOUND",
-        6 => "ALREADY_EXISTS",
-        7 => "PERMISSION_DENIED",
-        8 => "RESOURCE_EXHAUSTED",
-        9 => "FAILED_PRECONDITION",
-        10 => "ABORTED",
-        11 => "OUT_OF_RANGE",
-        12 => "UNIMPLEMENTED",
-        13 => "INTERNAL",
-        14 => "UNAVAILABLE",
-        15 => "DATA_LOSS",
-        16 => "UNAUTHENTICATED",
-        _ => "UNKNOWN",
-    }
-}
-
-/// A failure detected by the proxy, with where it came from.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// No route of the listener matches the request.
-    #[error("no route for {0}")]
-    NoRoute(String),
-    /// The cluster has no endpoint at all.
-    #[error("cluster {0} has no endpoints")]
-    NoEndpoint(String),
-    /// Every attempt to connect failed (or was refused before processing).
-    #[error("no backend of cluster {cluster} could take the call: {reason}")]
-    Unavailable {
-        /// The cluster's name.
-        cluster: String,
-        /// The last failure, for the message.
-        reason: String,
-    },
-    /// The deadline (route `timeout` or client `grpc-timeout`) passed before a response.
-    #[error("deadline exceeded after {0:?} waiting for the backend")]
-    DeadlineExceeded(std::time::Duration),
-    /// The upstream reset the stream before answering.
-    #[error("backend reset the stream: {0}")]
-    UpstreamReset(h2::Reason),
-    /// The upstream connection broke before an answer.
-    #[error("backend connection lost: {0}")]
-    ConnectionLost(String),
-    /// The client reset its request (or lost its connection) while it was being sent.
-    #[error("the client cancelled the call: {0}")]
-    ClientCancelled(String),
-    /// The request could not be turned into an upstream request.
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// A call's task panicked (a bug in rpcgate); the process keeps running.
-    #[error("internal error in rpcgate while handling the call")]
-    Panicked,
-}
-
-impl ProxyError {
-    /// The gRPC status code of this error (SPEC §3).
-    pub fn grpc_code(&self) -> Code {
-        match self {
-            ProxyError::NoRoute(_) => Code::Unimplemented,
-            ProxyError::NoEndpoint(_) | ProxyError::Unavailable { .. } => Code::Unavailable,
-            ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ProxyError::UpstreamReset(reason) => reset_code(*reason),
-            ProxyError::ConnectionLost(_) => Code::Unavailable,
-            ProxyError::ClientCancelled(_) => Code::Cancelled,
-            ProxyError::BadRequest(_) => Code::Internal,
-            ProxyError::Panicked => Code::Internal,
-        }
-    }
-
-    /// The HTTP status of this error for non-gRPC requests (SPEC §3).
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint(_) | ProxyError::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamReset(_) | ProxyError::ConnectionLost(_) => StatusCode::BAD_GATEWAY,
-            // NGINX's 499 "client closed request": nobody reads it, the log does.
-            ProxyError::ClientCancelled(_) => {
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-            }
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The response to send for this error.
-    pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
-        if grpc {
-            trailers_only(self.grpc_code().as_u8().into(), &self.to_string())
-        } else {
-            http_error(self.http_status(), &self.to_string())
-        }
-    }
-}
-
-/// The gRPC code for an HTTP/2 reset seen from upstream: REFUSED_STREAM means the call
-/// was not processed (retryable, 14), CANCEL is 1, anything else 13 (SPEC §3).
-pub fn reset_code(reason: h2::Reason) -> Code {
-    if reason == h2::Reason::REFUSED_STREAM {
-        Code::Unavailable
-    } else if reason == h2::Reason::CANCEL {
-        Code::Cancelled
+/// The response for a call the proxy ends by itself.
+pub fn respond(verdict: &Verdict, grpc: bool) -> Response<ProxyBody> {
+    let message = verdict.cause.to_string();
+    if grpc {
+        trailers_only(verdict.code.unwrap_or(Code::UNKNOWN), &message)
     } else {
-        Code::Internal
+        http_error(verdict.http_status, &message)
     }
 }
 
-/// gRPC's mapping of an HTTP status without `grpc-status` to a gRPC code.
-pub fn http_to_grpc(status: StatusCode) -> Code {
-    match status.as_u16() {
-        400 => Code::Internal,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 => Code::Unimplemented,
-        429 | 502..=504 => Code::Unavailable,
-        _ => Code::Unknown,
-    }
+/// The trailers that end a gRPC stream the proxy cut (the backend broke or the deadline
+/// passed after the response head went out).
+pub fn trailers(code: Code, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(code.0));
+    set_grpc_message(&mut trailers, message);
+    trailers
 }
 
 /// A trailers-only gRPC response: status and message in the headers, no body.
-pub fn trailers_only(code: u32, message: &str) -> Response<ProxyBody> {
+pub fn trailers_only(code: Code, message: &str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::empty());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from(code));
+    headers.insert("grpc-status", HeaderValue::from(code.0));
     set_grpc_message(headers, message);
     response
 }
@@ -221,35 +79,7 @@ pub fn percent_encode(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_statuses_map_as_grpc_documents() {
-        assert_eq!(http_to_grpc(StatusCode::BAD_GATEWAY), Code::Unavailable);
-        assert_eq!(
-            http_to_grpc(StatusCode::SERVICE_UNAVAILABLE),
-            Code::Unavailable
-        );
-        assert_eq!(http_to_grpc(StatusCode::GATEWAY_TIMEOUT), Code::Unavailable);
-        assert_eq!(
-            http_to_grpc(StatusCode::TOO_MANY_REQUESTS),
-            Code::Unavailable
-        );
-        assert_eq!(http_to_grpc(StatusCode::NOT_FOUND), Code::Unimplemented);
-        assert_eq!(
-            http_to_grpc(StatusCode::UNAUTHORIZED),
-            Code::Unauthenticated
-        );
-        assert_eq!(http_to_grpc(StatusCode::FORBIDDEN), Code::PermissionDenied);
-        assert_eq!(http_to_grpc(StatusCode::BAD_REQUEST), Code::Internal);
-        assert_eq!(http_to_grpc(StatusCode::IM_A_TEAPOT), Code::Unknown);
-    }
-
-    #[test]
-    fn resets_map_per_spec() {
-        assert_eq!(reset_code(h2::Reason::REFUSED_STREAM), Code::Unavailable);
-        assert_eq!(reset_code(h2::Reason::CANCEL), Code::Cancelled);
-        assert_eq!(reset_code(h2::Reason::PROTOCOL_ERROR), Code::Internal);
-    }
+    use crate::verdict::Cause;
 
     #[test]
     fn grpc_message_is_percent_encoded() {
@@ -258,10 +88,31 @@ mod tests {
 
     #[test]
     fn trailers_only_carries_status_in_headers() {
-        let response = trailers_only(14, "no backend");
+        let response = trailers_only(Code::UNAVAILABLE, "no backend");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "14");
         assert_eq!(response.headers()["grpc-message"], "no backend");
         assert_eq!(response.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn a_verdict_becomes_grpc_or_http() {
+        let verdict = Verdict::new(Cause::NoRoute {
+            path: "/a.B/C".into(),
+        });
+        let grpc = respond(&verdict, true);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "12");
+        assert_eq!(grpc.headers()["grpc-message"], "no route for /a.B/C");
+        let http = respond(&verdict, false);
+        assert_eq!(http.status(), StatusCode::NOT_FOUND);
+        assert_eq!(http.headers()["content-type"], "text/plain; charset=utf-8");
+    }
+
+    #[test]
+    fn cut_streams_end_with_status_trailers() {
+        let trailers = trailers(Code::DEADLINE_EXCEEDED, "deadline exceeded");
+        assert_eq!(trailers["grpc-status"], "4");
+        assert_eq!(trailers["grpc-message"], "deadline exceeded");
     }
 }

@@ -13,7 +13,7 @@
 //! `protocol = "http1"` clusters use hyper-util's pooled HTTP/1.1 client.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,12 +25,28 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
+use crate::body::RequestBodyBox;
 
-/// The request body type of HTTP/1.1 upstream calls: the client's body, or none when a
-/// bodiless request is sent again to another endpoint.
-pub type Http1RequestBody = Either<Incoming, Empty<Bytes>>;
+/// The request body type of HTTP/1.1 upstream calls: the client's body, or an empty one
+/// when a bodiless request is sent (again).
+pub type Http1RequestBody = RequestBodyBox;
+
+/// Source of process-unique pool ids.
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+
+/// Names a cluster's per-worker HTTP/1.1 pool; a cluster keeps its id across generations
+/// while the settings that shape a connection (protocol, TLS, connect timeout) stay the
+/// same, so its pooled connections survive a swap. (HTTP/2 pools are keyed by endpoint
+/// id, which a kept endpoint keeps.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolId(u64);
+
+impl PoolId {
+    /// A new id, never used before in this process.
+    pub fn fresh() -> Self {
+        Self(NEXT_POOL.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// Flow-control window per upstream stream: large enough that a 1 MiB message flows
 /// without waiting for WINDOW_UPDATEs, small enough to bound what one stream buffers.
@@ -135,7 +151,7 @@ impl EndpointConns {
 #[derive(Debug, Default)]
 pub struct Upstreams {
     h2: Mutex<HashMap<u64, Arc<EndpointConns>>>,
-    http1: Mutex<HashMap<usize, Http1Client<HttpConnector, Http1RequestBody>>>,
+    http1: Mutex<HashMap<PoolId, Http1Client<HttpConnector, Http1RequestBody>>>,
 }
 
 impl Upstreams {
@@ -171,14 +187,14 @@ impl Upstreams {
         Ok(StreamSlot { conn })
     }
 
-    /// The pooled HTTP/1.1 client for a cluster.
+    /// The pooled HTTP/1.1 client for a cluster's pool.
     pub fn http1_client(
         &self,
-        cluster: usize,
+        pool: PoolId,
         connect_timeout: Duration,
     ) -> Http1Client<HttpConnector, Http1RequestBody> {
         let mut map = self.http1.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(cluster)
+        map.entry(pool)
             .or_insert_with(|| {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use rpcgate_testkit::{BackendOptions, TlsServer, serve_backend};
+use rpcgate_demo::{BackendOptions, TlsServer, serve_backend};
 
 use crate::cli::BackendArgs;
 

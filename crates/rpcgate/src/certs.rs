@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use rpcgate_testkit::pki::{DevPki, PkiPaths};
+use rpcgate_demo::pki::{DevPki, PkiPaths};
 
 use crate::cli::CertsArgs;
 

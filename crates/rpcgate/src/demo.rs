@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use rpcgate_demo::pb::helloworld::HelloRequest;
+use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
+use rpcgate_demo::pb::pcbook::auth_service_client::AuthServiceClient;
+use rpcgate_demo::pb::pcbook::laptop_service_client::LaptopServiceClient;
+use rpcgate_demo::pb::pcbook::{CreateLaptopRequest, Laptop, LoginRequest};
+use rpcgate_demo::pki::{DevPki, PkiPaths};
+use rpcgate_demo::{BackendHandle, BackendOptions, TlsServer, spawn_backend, spawn_backend_on};
 use rpcgate_proxy::{Proxy, ProxyHandle};
-use rpcgate_testkit::pb::helloworld::HelloRequest;
-use rpcgate_testkit::pb::helloworld::greeter_client::GreeterClient;
-use rpcgate_testkit::pb::pcbook::auth_service_client::AuthServiceClient;
-use rpcgate_testkit::pb::pcbook::laptop_service_client::LaptopServiceClient;
-use rpcgate_testkit::pb::pcbook::{CreateLaptopRequest, Laptop, LoginRequest};
-use rpcgate_testkit::pki::{DevPki, PkiPaths};
-use rpcgate_testkit::{BackendHandle, BackendOptions, TlsServer, spawn_backend, spawn_backend_on};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::cli::DemoArgs;

@@ -158,7 +158,7 @@ fn run_with_a_missing_file_exits_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_calls_and_exits_0_on_sigterm() {
-    let backend = rpcgate_testkit::spawn_backend("b1").await.unwrap();
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let listen = free_addr();
     let path = config_file("run.toml", &good_config(listen, backend.addr()));
     let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use crate::Endpoint;
-use crate::balancer::{Env, Tier};
+use crate::tier::{Env, Tier};
 
 pub(crate) mod p2c;
 pub(crate) mod ring_hash;

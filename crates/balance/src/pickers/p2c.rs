@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::{Weights, weighted};
 use crate::Endpoint;
-use crate::balancer::{Env, Tier};
+use crate::tier::{Env, Tier};
 
 /// Cost of an endpoint with no latency observation, when its rival has none either.
 /// Only its ratio to other costs matters; with both unknown the pair compares by load.

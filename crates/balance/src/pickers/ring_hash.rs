@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use crate::Endpoint;
-use crate::balancer::{Env, Tier};
 use crate::hash::Fnv;
+use crate::tier::{Env, Tier};
 
 /// Points per unit of weight.
 pub(crate) const POINTS_PER_WEIGHT: u64 = 100;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::gcd;
 use crate::Endpoint;
-use crate::balancer::{Env, Tier};
+use crate::tier::{Env, Tier};
 
 /// Longest cycle kept, in slots (4 bytes each). Beyond it weights are scaled down.
 pub(crate) const MAX_SCHEDULE: u64 = 4096;

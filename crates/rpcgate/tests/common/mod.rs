@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rpcgate_testkit::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
+use rpcgate_demo::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
 use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::Endpoint;
 

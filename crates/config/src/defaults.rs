@@ -1,0 +1,95 @@
+//! Every default of the configuration, each stated once with the reason for it.
+//!
+//! When `rpcgate.toml` leaves a key out, [`crate::validate`] puts the value from here into
+//! the runtime [`Config`](crate::Config); the doc comments of [`crate::runtime`] and
+//! [`crate::file`] point here instead of repeating the numbers, so changing a default is a
+//! change to this file alone (and to the tests that pin it).
+//!
+//! Keys whose absence means "none" have no constant: no `[admin]` is no admin API, no
+//! `[listeners.tls]` is plaintext, no route `timeout` is no limit beyond the client's
+//! `grpc-timeout`, no `match` matches every request, no cluster `authority` (or `""`)
+//! keeps the client's, and `protocol = "h2"` without `[clusters.tls]` verifies the
+//! backends against the system's roots with the endpoint's host as the server name
+//! ([`ClusterTls::default`](crate::ClusterTls)).
+
+use std::time::Duration;
+
+use crate::runtime::{AccessLogTarget, ClientAuth, LbPolicy, LogFormat, UpstreamProtocol};
+
+/// `server.workers`: `0`, one worker thread per CPU (as NGINX's `worker_processes auto`),
+/// so the proxy uses the machine without tuning. Validation resolves it, so
+/// [`Server::workers`](crate::Server::workers) is the real count (1 when the CPU count is
+/// unknown).
+pub const WORKERS: usize = 0;
+
+/// `server.drain_timeout`: 30 s, as Envoy's drain: how long in-flight calls may finish
+/// after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `log.level`: `info`, so start-up, warnings and errors are seen without per-call noise
+/// (the access log carries the calls).
+pub const LOG_LEVEL: &str = "info";
+
+/// `log.access_log`: stdout, as NGINX's `access_log` in containers.
+pub const ACCESS_LOG: AccessLogTarget = AccessLogTarget::Stdout;
+
+/// `log.format`: JSON, since the access log is read by machines first.
+pub const LOG_FORMAT: LogFormat = LogFormat::Json;
+
+/// `listeners.max_connections`: 10 000 (the SPEC §2 listing's value). A finite bound, so
+/// a flood of connections waits in the accept queue instead of exhausting file
+/// descriptors and memory; multiplexing gRPC clients need few connections each.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// `listeners.max_concurrent_streams`: 256. Finite (the `h2` crate has no limit by default and
+/// tonic removes hyper's), high enough for multiplexing clients.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// `listeners.max_header_bytes`: 16 KiB, NGINX's `large_client_header_buffers` order of
+/// size. Edge-safe: hyper's own default is 16 MiB, an HPACK-bomb risk.
+pub const MAX_HEADER_BYTES: u32 = 16 * 1024;
+
+/// `listeners.idle_timeout`: 5 min. Frees idle connections without churning healthy
+/// pools (Envoy's stream idle default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// `listeners.tls.handshake_timeout`: 10 s, a total deadline for the TLS handshake, so a
+/// client that stalls or dribbles its handshake cannot hold a connection slot (slowloris).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `listeners.tls.client_auth` when `client_ca` is given: a client certificate is
+/// required, since naming a CA for clients and then letting anonymous clients in would be
+/// a surprise; `"optional"` has to be asked for. Without `client_ca` it is
+/// [`ClientAuth::None`]: there is nothing to verify a certificate against.
+pub const CLIENT_AUTH: ClientAuth = ClientAuth::Required;
+
+/// `clusters.lb`: `round_robin`, NGINX's default; smooth weighted, so weights interleave
+/// instead of bursting.
+pub const LB: LbPolicy = LbPolicy::RoundRobin;
+
+/// `clusters.protocol`: `h2c`, plaintext HTTP/2 with prior knowledge (NGINX's `grpc://`),
+/// what gRPC backends on a private network usually speak; TLS towards the backends is
+/// asked for with `"h2"`.
+pub const PROTOCOL: UpstreamProtocol = UpstreamProtocol::H2c;
+
+/// `clusters.connect_timeout`: 2 s. On a LAN a connect takes < 1 ms; 2 s fails fast while
+/// surviving a SYN retry.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `clusters.passive_health.max_fails`: 1, NGINX's default (`max_fails=1`), so a migrated
+/// config behaves the same.
+pub const PASSIVE_HEALTH_MAX_FAILS: u32 = 1;
+
+/// `clusters.passive_health.fail_timeout`: 10 s, NGINX's default (`fail_timeout=10s`), so
+/// a migrated config behaves the same.
+pub const PASSIVE_HEALTH_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An endpoint's `weight` (and the weight of the `"host:port"` form): 1, so endpoints
+/// share calls equally unless told otherwise.
+pub const WEIGHT: u32 = 1;
+
+/// A route's `name` when the file gives none: `"<listener>/<index>"`, which names the
+/// listener in logs and metrics and stays the same as long as the routes keep their order.
+pub fn route_name(listener: &str, index: usize) -> String {
+    format!("{listener}/{index}")
+}

@@ -1,0 +1,314 @@
+//! `[[clusters]]`: endpoints, balancing policy, upstream protocol, timeouts and passive
+//! health, and the keys of a later release that a cluster may carry.
+
+use std::ops::Range;
+
+use super::Validator;
+use crate::defaults;
+use crate::file::{ClusterFile, EndpointFile, Spanned};
+use crate::locate::KeyPath;
+use crate::runtime::{
+    Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth, UpstreamProtocol,
+};
+
+impl Validator<'_> {
+    /// One `[[clusters]]` element (its `[clusters.tls]` is checked in [`super::tls`]).
+    pub(super) fn cluster(&mut self, spanned: &Spanned<ClusterFile>, key: &KeyPath) -> Cluster {
+        let c = spanned.get_ref();
+        let span = spanned.span();
+        if c.name.get_ref().is_empty() {
+            self.err(&c.name.span(), &key.key("name"), "must not be empty");
+        }
+
+        let endpoints = self.endpoints(c, key, &span);
+
+        let lb_name = c.lb.as_ref().map(|l| l.get_ref().as_str());
+        let hash_key = c.hash_key.as_ref().and_then(|h| {
+            let k = key.key("hash_key");
+            if lb_name != Some("ring_hash") {
+                self.key_err(
+                    &h.span(),
+                    &k,
+                    "hash_key is only used with lb = \"ring_hash\"",
+                );
+                return None;
+            }
+            self.hash_key(h, &k)
+        });
+        let lb = match &c.lb {
+            None => defaults::LB,
+            Some(l) => match l.get_ref().as_str() {
+                "round_robin" => LbPolicy::RoundRobin,
+                "least_request" => LbPolicy::LeastRequest,
+                "p2c_ewma" => LbPolicy::P2cEwma,
+                "random" => LbPolicy::Random,
+                "ring_hash" => {
+                    if c.hash_key.is_none() {
+                        self.err(
+                            &l.span(),
+                            &key.key("lb"),
+                            "lb = \"ring_hash\" needs hash_key (\"header:NAME\" or \"client_ip\")",
+                        );
+                    }
+                    LbPolicy::RingHash(hash_key.unwrap_or(HashKey::ClientIp))
+                }
+                other => {
+                    self.err(
+                        &l.span(),
+                        &key.key("lb"),
+                        format!(
+                            "unknown lb {other:?}, expected one of round_robin, least_request, p2c_ewma, random, ring_hash"
+                        ),
+                    );
+                    defaults::LB
+                }
+            },
+        };
+
+        let protocol = match &c.protocol {
+            None => defaults::PROTOCOL,
+            Some(p) => match p.get_ref().as_str() {
+                "h2c" => UpstreamProtocol::H2c,
+                "http1" => UpstreamProtocol::Http1,
+                "h2" => UpstreamProtocol::H2,
+                other => {
+                    self.err(
+                        &p.span(),
+                        &key.key("protocol"),
+                        format!("unknown protocol {other:?}, expected h2c, h2 or http1"),
+                    );
+                    defaults::PROTOCOL
+                }
+            },
+        };
+        let tls = match &c.tls {
+            Some(tls) => {
+                let k = key.key("tls");
+                if protocol != UpstreamProtocol::H2 {
+                    self.key_err(
+                        &tls.span(),
+                        &k,
+                        "[clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
+                    );
+                }
+                Some(self.cluster_tls(tls.get_ref(), &k, &tls.span()))
+            }
+            // `protocol = "h2"` alone: verify backends against the system's roots.
+            None if protocol == UpstreamProtocol::H2 => Some(ClusterTls::default()),
+            None => None,
+        };
+
+        let authority = c
+            .authority
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .filter(|a| !a.is_empty());
+        let connect_timeout = self.positive_duration(
+            c.connect_timeout.as_ref(),
+            &key.key("connect_timeout"),
+            defaults::CONNECT_TIMEOUT,
+        );
+        if let Some(s) = &c.slow_start {
+            let k = key.key("slow_start");
+            if self.duration(s, &k).is_some_and(|d| !d.is_zero()) {
+                self.not_implemented("clusters.slow_start", &k, &s.span());
+            }
+        }
+        if let Some(m) = c.max_requests.as_ref().filter(|m| *m.get_ref() != 0) {
+            self.not_implemented("clusters.max_requests", &key.key("max_requests"), &m.span());
+        }
+        let mut passive_health = PassiveHealth::default();
+        if let Some(p) = &c.passive_health {
+            let k = key.key("passive_health");
+            let p = p.get_ref();
+            if let Some(m) = &p.max_fails {
+                passive_health.max_fails = *m.get_ref();
+            }
+            passive_health.fail_timeout = self.positive_duration(
+                p.fail_timeout.as_ref(),
+                &k.key("fail_timeout"),
+                passive_health.fail_timeout,
+            );
+        }
+        if let Some(v) = &c.active_health {
+            self.not_implemented(
+                "clusters.active_health",
+                &key.key("active_health"),
+                &v.span(),
+            );
+        }
+        if let Some(v) = &c.circuit_breaker {
+            let k = key.key("circuit_breaker");
+            self.not_implemented("clusters.circuit_breaker", &k, &v.span());
+        }
+        if let Some(d) = &c.discovery {
+            let k = key.key("discovery");
+            self.not_implemented("clusters.discovery", &k, &d.span());
+            let dd = d.get_ref();
+            let sources = [dd.dns.is_some(), dd.etcd.is_some(), dd.file.is_some()];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                self.key_err(&d.span(), &k, "needs exactly one of dns, etcd or file");
+            }
+        }
+
+        Cluster {
+            name: c.name.get_ref().clone(),
+            endpoints,
+            lb,
+            protocol,
+            authority,
+            connect_timeout,
+            passive_health,
+            tls,
+        }
+    }
+
+    /// A cluster's `endpoints`, in either form; addresses checked and distinct.
+    fn endpoints(&mut self, c: &ClusterFile, key: &KeyPath, span: &Range<usize>) -> Vec<Endpoint> {
+        let k = key.key("endpoints");
+        let Some(list) = &c.endpoints else {
+            if c.discovery.is_none() {
+                self.key_err(span, key, "a cluster needs `endpoints` (or `discovery`)");
+            }
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() && c.discovery.is_none() {
+            self.err(&list.span(), &k, "must not be empty");
+        }
+        let mut out: Vec<Endpoint> = Vec::with_capacity(list.get_ref().len());
+        for (i, e) in list.get_ref().iter().enumerate() {
+            let ek = k.index(i);
+            let (address, address_span, weight) = match e.get_ref() {
+                EndpointFile::Address(a) => (a.clone(), e.span(), defaults::WEIGHT),
+                EndpointFile::Table(t) => {
+                    let weight = match &t.weight {
+                        None => defaults::WEIGHT,
+                        Some(w) => match u32::try_from(*w.get_ref()) {
+                            Ok(w) if w >= 1 => w,
+                            _ => {
+                                self.err(
+                                    &w.span(),
+                                    &ek.key("weight"),
+                                    format!("weight must be between 1 and {}", u32::MAX),
+                                );
+                                defaults::WEIGHT
+                            }
+                        },
+                    };
+                    (t.address.get_ref().clone(), t.address.span(), weight)
+                }
+            };
+            let address_key = match e.get_ref() {
+                EndpointFile::Address(_) => ek.clone(),
+                EndpointFile::Table(_) => ek.key("address"),
+            };
+            if let Err(why) = check_host_port(&address) {
+                self.err(
+                    &address_span,
+                    &address_key,
+                    format!("invalid endpoint address {address:?}: {why}"),
+                );
+                continue;
+            }
+            if out.iter().any(|o| o.address == address) {
+                self.err(
+                    &address_span,
+                    &address_key,
+                    format!("duplicate endpoint {address:?} (raise its weight instead)"),
+                );
+                continue;
+            }
+            out.push(Endpoint { address, weight });
+        }
+        out
+    }
+
+    /// `ring_hash`'s `hash_key`: `"header:NAME"` or `"client_ip"`.
+    fn hash_key(&mut self, h: &Spanned<String>, key: &KeyPath) -> Option<HashKey> {
+        let text = h.get_ref();
+        if text == "client_ip" {
+            return Some(HashKey::ClientIp);
+        }
+        if let Some(name) = text.strip_prefix("header:") {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_ok() {
+                return Some(HashKey::Header(lower));
+            }
+            self.err(
+                &h.span(),
+                key,
+                format!("invalid HTTP header name {name:?} in hash_key"),
+            );
+            return None;
+        }
+        self.err(
+            &h.span(),
+            key,
+            format!("unknown hash_key {text:?}, expected \"header:NAME\" or \"client_ip\""),
+        );
+        None
+    }
+}
+
+/// `host:port` with a port in 1..=65535 and a plausible host: a DNS name, an IPv4
+/// address or a bracketed IPv6 address. Resolution happens when connecting.
+fn check_host_port(address: &str) -> Result<(), &'static str> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or("expected host:port, e.g. \"127.0.0.1:50051\"")?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("the port must be a number from 1 to 65535"),
+        Ok(_) => {}
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "invalid IPv6 address between the brackets");
+    }
+    if host.is_empty() {
+        return Err("the host is missing");
+    }
+    if host.contains(':') {
+        return Err("an IPv6 address must be in brackets, e.g. \"[::1]:50051\"");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err("the host may only contain letters, digits, '-', '.' and '_'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host_port;
+
+    #[test]
+    fn host_port_forms() {
+        for ok in [
+            "127.0.0.1:50051",
+            "localhost:1",
+            "backend.internal:65535",
+            "[::1]:50051",
+            "my_host-1.example:80",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.0.0.1:x",
+            ":80",
+            "::1:80",
+            "[::zz]:80",
+            "a b:80",
+            "host:",
+            "",
+        ] {
+            assert!(check_host_port(bad).is_err(), "{bad}");
+        }
+    }
+}

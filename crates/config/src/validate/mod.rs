@@ -1,0 +1,400 @@
+//! Step 2: the file model ([`crate::file`]) becomes the runtime [`Config`], or every
+//! error found on the way.
+//!
+//! Checks are made in one pass that records errors and carries on, so one run of
+//! `rpcgate check` lists everything wrong with a file. The runtime value is only handed
+//! out when no error was recorded.
+//!
+//! Keys that a later release builds are parsed and then refused here with
+//! `<key> is not implemented yet`; the list is [`NOT_IMPLEMENTED`].
+//!
+//! This file holds the entry (`parse_text`), the pass that reports every shape (serde)
+//! error, and the `Validator` core: error recording and the checks shared by all
+//! sections. Each section of [`crate::file`] is checked and mapped in its own file, as
+//! `impl Validator` blocks; the values used when a key is absent are in
+//! [`crate::defaults`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::duration::parse_duration;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::file::{ClusterFile, FileConfig, ListenerFile, RouteFile, Spanned};
+use crate::locate::{KeyPath, Source};
+use crate::runtime::{Cluster, Config, Listener};
+
+mod cluster;
+mod listener;
+mod route;
+mod server;
+mod tls;
+
+/// Keys that parse but that this release does not act on yet; using one is an error
+/// (`<key> is not implemented yet`) rather than a setting that silently does nothing.
+///
+/// The release that builds one of them deletes its line here, maps the key into
+/// [`crate::runtime`] in its section's file of this module, and removes the "not
+/// implemented" test for it (`docs/adding-a-key.md` lists every file to touch).
+/// Keys with a "do nothing" value (`max_connection_age = "0s"`, `grpc_web = false`, …)
+/// are accepted with that value; validation only consults this list otherwise.
+pub const NOT_IMPLEMENTED: &[&str] = &[
+    "admin",
+    "listeners.max_connection_age",
+    "listeners.grpc_web",
+    "listeners.cors_allowed_origins",
+    "listeners.compression",
+    "listeners.allow",
+    "listeners.deny",
+    "listeners.rate_limit",
+    "routes.retry",
+    "routes.rate_limit",
+    "clusters.slow_start",
+    "clusters.max_requests",
+    "clusters.active_health",
+    "clusters.circuit_breaker",
+    "clusters.discovery",
+];
+
+/// Parses and validates `text`; `name` is the file name used in errors.
+pub(crate) fn parse_text(
+    text: &str,
+    name: &str,
+    source_path: Option<PathBuf>,
+) -> Result<Config, ConfigErrors> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        // The recovered tree is a guess; checking it would report errors that are only
+        // echoes of the syntax error.
+        let src = Source {
+            name,
+            text,
+            root: None,
+        };
+        let errors = syntax_errors
+            .iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                src.error(&span, &KeyPath::default(), e.message().trim())
+            })
+            .collect();
+        return Err(ConfigErrors::new(errors));
+    }
+    let src = Source {
+        name,
+        text,
+        root: Some(root.get_ref()),
+    };
+    let file = match FileConfig::deserialize(toml::de::Deserializer::from(root.clone())) {
+        Ok(file) => file,
+        Err(first) => {
+            return Err(ConfigErrors::new(shape_errors(
+                &src,
+                root.get_ref(),
+                &first,
+            )));
+        }
+    };
+    let base_dir = source_path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf);
+    let mut v = Validator {
+        src: &src,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        base_dir,
+    };
+    let mut config = v.config(&file, source_path);
+    if v.errors.is_empty() {
+        config.warnings = v.warnings;
+        Ok(config)
+    } else {
+        v.errors.sort_by_key(|e| (e.line(), e.col()));
+        Err(ConfigErrors::new(v.errors))
+    }
+}
+
+/// Serde stops at the first error; to report them all, each section and each element of
+/// `[[listeners]]` / `[[clusters]]` is deserialized again on its own.
+fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let check = |value: &Spanned<DeValue<'_>>,
+                 errors: &mut Vec<ConfigError>,
+                 f: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
+        if let Some(e) = f(ValueDeserializer::from(value.clone())) {
+            errors.push(serde_error(src, &e, &value.span()));
+        }
+    };
+    for (key, value) in root.iter() {
+        match key.get_ref().as_ref() {
+            "server" => check(value, &mut errors, de_err::<Spanned<crate::file::ServerFile>>),
+            "admin" => check(value, &mut errors, de_err::<Spanned<crate::file::AdminFile>>),
+            "log" => check(value, &mut errors, de_err::<Spanned<crate::file::LogFile>>),
+            "listeners" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        listener_shape_errors(item, &mut errors, &check);
+                    }
+                }
+                _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
+            },
+            "clusters" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        check(item, &mut errors, de_err::<Spanned<ClusterFile>>);
+                    }
+                }
+                _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
+            },
+            other => errors.push(src.error(
+                &src.key_span(&KeyPath::root(other), &key.span()),
+                &KeyPath::root(other),
+                format!(
+                    "unknown key `{other}`, expected one of `server`, `admin`, `log`, `listeners`, `clusters`"
+                ),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        errors.push(serde_error(src, first, &(0..0)));
+    }
+    errors.sort_by_key(|e| (e.line(), e.col()));
+    errors
+}
+
+/// How [`shape_errors`] checks one value: deserialize it as a given type, record the error.
+type ShapeCheck<'c> = dyn Fn(
+        &Spanned<DeValue<'_>>,
+        &mut Vec<ConfigError>,
+        fn(ValueDeserializer<'_>) -> Option<toml::de::Error>,
+    ) + 'c;
+
+/// A listener's own keys and each of its routes are checked apart, so that mistakes in
+/// two routes are both reported.
+fn listener_shape_errors(
+    item: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+    check: &ShapeCheck<'_>,
+) {
+    let DeValue::Table(table) = item.get_ref() else {
+        check(item, errors, de_err::<Spanned<ListenerFile>>);
+        return;
+    };
+    let mut without_routes = table.clone();
+    let routes = without_routes.remove("routes");
+    let own = Spanned::new(item.span(), DeValue::Table(without_routes));
+    check(&own, errors, de_err::<Spanned<ListenerFile>>);
+    match routes.as_ref().map(|r| (r, r.get_ref())) {
+        Some((_, DeValue::Array(routes))) => {
+            for route in routes.iter() {
+                check(route, errors, de_err::<Spanned<RouteFile>>);
+            }
+        }
+        Some((routes, _)) => check(routes, errors, de_err::<Vec<IgnoredAny>>),
+        None => {}
+    }
+}
+
+/// The error of deserializing the value as `T`, if any.
+fn de_err<T: DeserializeOwned>(d: ValueDeserializer<'_>) -> Option<toml::de::Error> {
+    T::deserialize(d).err()
+}
+
+/// A serde error as a config error, at its span (or `fallback` when it has none).
+fn serde_error(src: &Source<'_>, e: &toml::de::Error, fallback: &Range<usize>) -> ConfigError {
+    let span = e.span().unwrap_or_else(|| fallback.clone());
+    src.error(&span, &src.path_at(span.start), e.message().trim())
+}
+
+/// One validation run: walks the file model, records every error and warning, and builds
+/// the runtime value (which is only handed out when no error was recorded).
+struct Validator<'s> {
+    /// The text being validated, for turning spans and key paths into error lines.
+    src: &'s Source<'s>,
+    /// Errors found so far, in the order found (sorted by position at the end).
+    errors: Vec<ConfigError>,
+    /// Valid but risky settings, formatted like errors.
+    warnings: Vec<String>,
+    /// The config file's folder: relative TLS file paths are resolved against it.
+    base_dir: Option<PathBuf>,
+}
+
+impl Validator<'_> {
+    /// A warning about a value, at the value.
+    fn warn(&mut self, span: &Range<usize>, key: &KeyPath, message: impl Into<String>) {
+        let w = self.src.error(span, key, message);
+        self.warnings.push(w.to_string());
+    }
+
+    /// An error about a value, at the value.
+    fn err(&mut self, span: &Range<usize>, key: &KeyPath, message: impl Into<String>) {
+        let e = self.src.error(span, key, message);
+        self.errors.push(e);
+    }
+
+    /// An error about a key as a whole, at the key (or its table header).
+    fn key_err(&mut self, fallback: &Range<usize>, key: &KeyPath, message: impl Into<String>) {
+        let span = self.src.key_span(key, fallback);
+        self.err(&span, key, message);
+    }
+
+    /// Refuses a key of [`NOT_IMPLEMENTED`] (`name` is its entry there).
+    fn not_implemented(&mut self, name: &str, key: &KeyPath, fallback: &Range<usize>) {
+        if NOT_IMPLEMENTED.contains(&name) {
+            let span = self.src.key_span(key, fallback);
+            let e = self
+                .src
+                .error(&span, key, format!("{name} is not implemented yet"))
+                .with_message_naming_key();
+            self.errors.push(e);
+        }
+    }
+
+    /// A duration string (`"250ms"`, `"2s"`); an error at the value when it does not parse.
+    fn duration(&mut self, value: &Spanned<String>, key: &KeyPath) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.err(&value.span(), key, message);
+                None
+            }
+        }
+    }
+
+    /// An optional duration that must be > 0 when given; `default` when absent (or wrong).
+    fn positive_duration(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &KeyPath,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match self.duration(value, key) {
+            Some(Duration::ZERO) => {
+                self.err(&value.span(), key, "must be greater than 0s");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    /// An optional number that must be at least 1 when given; `default` when absent (or
+    /// wrong).
+    fn at_least_one<T: Copy + PartialOrd + From<u8>>(
+        &mut self,
+        value: Option<&Spanned<T>>,
+        key: &KeyPath,
+        default: T,
+    ) -> T {
+        match value {
+            Some(v) if *v.get_ref() < T::from(1) => {
+                self.err(&v.span(), key, "must be at least 1");
+                default
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        }
+    }
+
+    /// The whole file: each section, then the checks across sections (unique names, routes'
+    /// clusters, unique listener addresses).
+    fn config(&mut self, file: &FileConfig, source: Option<PathBuf>) -> Config {
+        let server = self.server(file);
+        let admin = self.admin(file);
+        let log = self.log(file);
+        let clusters: Vec<Cluster> = file
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.cluster(c, &KeyPath::root("clusters").index(i)))
+            .collect();
+        self.unique_names(
+            file.clusters.iter().map(|c| &c.get_ref().name),
+            "clusters",
+            "cluster",
+        );
+        let cluster_index: HashMap<&str, usize> = file
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.get_ref().name.get_ref().as_str(), i))
+            .collect();
+        if file.listeners.is_empty() {
+            self.err(
+                &(0..0),
+                &KeyPath::root("listeners"),
+                "at least one [[listeners]] is required",
+            );
+        }
+        let listeners: Vec<Listener> = file
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| self.listener(l, &KeyPath::root("listeners").index(i), &cluster_index))
+            .collect();
+        self.unique_names(
+            file.listeners.iter().map(|l| &l.get_ref().name),
+            "listeners",
+            "listener",
+        );
+        self.unique_addresses(file);
+        Config {
+            source,
+            server,
+            admin,
+            log,
+            listeners,
+            clusters,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Each `name` of a `[[table]]` once; a repeat is an error at the repeat.
+    fn unique_names<'f>(
+        &mut self,
+        names: impl Iterator<Item = &'f Spanned<String>>,
+        table: &str,
+        what: &str,
+    ) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.enumerate() {
+            if let Some(first) = seen.insert(name.get_ref(), i) {
+                seen.insert(name.get_ref(), first);
+                self.err(
+                    &name.span(),
+                    &KeyPath::root(table).index(i).key("name"),
+                    format!(
+                        "duplicate {what} name `{}` (also {table}[{first}])",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// An `IP:PORT` to bind (listeners, admin); an error at the value when it does not parse.
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &KeyPath) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    &value.span(),
+                    key,
+                    format!(
+                        "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One call, top to bottom: route → deadline → headers → attempts → response.
+//!
+//! [`handle`] is the service hyper calls for every request (every HTTP/2 stream is its
+//! own call, so the calls of one client connection spread over all endpoints). It loads
+//! the current [`Generation`](crate::state::Generation) once and runs [`proxy_call`],
+//! whose body is the call sequence with one line per stage; each stage is its own module:
+//! [`crate::route`], [`crate::deadline`], [`crate::headers`], [`crate::attempt`],
+//! [`crate::response`]. How the call ended is decided in [`crate::verdict`] and recorded
+//! by [`crate::call_end`]; anything the proxy answers by itself is written by
+//! [`crate::status`].
+//!
+//! [`forward`] is the boundary other front ends (gRPC-Web, later) enter by: it takes a
+//! request whose body is already boxed.
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use http::header;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rpcgate_balance::hash_key;
+use rpcgate_config::HashKey;
+use tokio::time::Instant;
+
+use crate::access_log::AccessRecord;
+use crate::attempt::{self, Target};
+use crate::body::{BoxError, ProxyBody, RequestBodyBox};
+use crate::call_end::CallEnd;
+use crate::conn::ConnCtx;
+use crate::deadline::Deadline;
+use crate::headers;
+use crate::request_body::RequestBody;
+use crate::response;
+use crate::route::{RequestView, grpc_service_method};
+use crate::state::{Generation, ListenerState, RouteState};
+use crate::status;
+use crate::verdict::{Cause, Verdict};
+
+/// The service hyper runs for every request; never fails, never lets a panic out.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    conn: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request = request.map(|body| body.map_err(BoxError::from).boxed_unsync());
+    Ok(forward(request, &conn).await)
+}
+
+/// Runs one call whose request body is boxed; a panic fails this call only.
+pub(crate) async fn forward(
+    request: Request<RequestBodyBox>,
+    conn: &Arc<ConnCtx>,
+) -> Response<ProxyBody> {
+    let grpc = headers::is_grpc(request.headers());
+    let call = AssertUnwindSafe(proxy_call(request, conn, grpc));
+    match call.catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(peer = %conn.peer, "a call's task panicked; the call failed, the process goes on");
+            status::respond(&Verdict::new(Cause::Panicked), grpc)
+        }
+    }
+}
+
+/// The call sequence.
+async fn proxy_call(
+    request: Request<RequestBodyBox>,
+    conn: &Arc<ConnCtx>,
+    grpc: bool,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let generation = conn.generation();
+    let (mut parts, body) = request.into_parts();
+
+    #[cfg(feature = "test-hooks")]
+    if parts.headers.contains_key("x-rpcgate-test-panic") {
+        panic!("test hook: x-rpcgate-test-panic");
+    }
+
+    let request_id = headers::ensure_request_id(&mut parts.headers);
+    headers::set_client_cert(
+        &mut parts.headers,
+        conn.client_identity.as_ref().map(|identity| &identity.xfcc),
+    );
+    let authority = headers::request_authority(&parts.uri, &parts.headers);
+    let Some(listener) = generation.listener(&conn.listener) else {
+        return no_listener(&generation, conn, grpc);
+    };
+    let record = access_record(
+        &generation,
+        listener,
+        conn,
+        &parts,
+        authority.as_ref(),
+        grpc,
+        request_id,
+    );
+    let mut end = CallEnd::new(
+        record,
+        generation.access_log.clone(),
+        started,
+        grpc,
+        conn.enter(),
+    );
+
+    // 1. route
+    let view = RequestView {
+        path: parts.uri.path(),
+        authority: authority.as_ref().map(|a| a.as_str()),
+        headers: &parts.headers,
+        grpc,
+    };
+    let Some(route) = listener.route(&view) else {
+        return end.respond(Verdict::new(Cause::NoRoute {
+            path: parts.uri.path().to_string(),
+        }));
+    };
+    note_route(&mut end, route);
+    // 2. deadline
+    let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
+    // 3. headers
+    headers::prepare_request(
+        &mut parts.headers,
+        parts.version,
+        &conn.peer_ip,
+        &route.request_headers,
+    );
+    let target = Target {
+        route,
+        cluster: &route.cluster,
+        upstreams: &conn.upstreams,
+        hash: call_hash(route, &parts.headers, conn),
+        deadline,
+        authority: route.cluster.authority.clone().or(authority),
+    };
+    // 4. attempts
+    let mut body = RequestBody::new(body);
+    let answered = match attempt::run(&target, &parts, &mut body, &mut end).await {
+        Ok(answered) => answered,
+        Err(verdict) => return end.respond(verdict),
+    };
+    // 5. response
+    response::deliver(answered, &target, end)
+}
+
+/// The `ring_hash` key of this call, hashed.
+fn call_hash(route: &RouteState, headers: &http::HeaderMap, conn: &ConnCtx) -> Option<u64> {
+    match &route.cluster.hash_key {
+        Some(HashKey::Header(name)) => headers.get(name.as_str()).map(|v| hash_key(v.as_bytes())),
+        Some(HashKey::ClientIp) => Some(hash_key(conn.peer_ip.as_bytes())),
+        None => None,
+    }
+}
+
+/// The access-log line of this call as far as the request tells it, when the log is on.
+fn access_record(
+    generation: &Generation,
+    listener: &ListenerState,
+    conn: &ConnCtx,
+    parts: &http::request::Parts,
+    authority: Option<&http::uri::Authority>,
+    grpc: bool,
+    request_id: String,
+) -> Option<Box<AccessRecord>> {
+    generation.access_log.enabled().then(|| {
+        let (grpc_service, grpc_method) = match grpc_service_method(parts.uri.path()) {
+            Some((s, m)) if grpc => (Some(s.to_string()), Some(m.to_string())),
+            _ => (None, None),
+        };
+        Box::new(AccessRecord {
+            listener: listener.name.clone(),
+            client: conn.peer.to_string(),
+            authority: authority.map_or_else(String::new, |a| a.as_str().to_string()),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            grpc_service,
+            grpc_method,
+            protocol: headers::version_name(parts.version),
+            user_agent: headers::header_string(&parts.headers, header::USER_AGENT),
+            tls_client_subject: conn.client_identity.as_ref().map(|i| i.subject.clone()),
+            request_id: Some(request_id),
+            ..Default::default()
+        })
+    })
+}
+
+/// Notes the route and cluster in the access-log line.
+fn note_route(end: &mut CallEnd, route: &RouteState) {
+    if let Some(record) = &mut end.record {
+        record.route = Some(route.name.clone());
+        record.cluster = Some(route.cluster.name.clone());
+    }
+}
+
+/// A connection whose listener the current generation no longer has (a swap removed it):
+/// nothing routes there any more.
+fn no_listener(generation: &Generation, conn: &ConnCtx, grpc: bool) -> Response<ProxyBody> {
+    tracing::warn!(listener = %conn.listener, generation = generation.number, "the listener is not in the current configuration; the call gets no route");
+    status::respond(
+        &Verdict::new(Cause::NoRoute {
+            path: String::from("(listener removed)"),
+        }),
+        grpc,
+    )
+}

@@ -1,0 +1,115 @@
+//! The end of a call: one place that hears the call's [`Verdict`] and tells everyone who
+//! cares — passive health (through the answering attempt's guard), the access log, the
+//! debug log, and the connection's idle clock.
+//!
+//! A [`CallEnd`] is made when a call starts and travels with it: through the attempts,
+//! into the streaming response body, until the final status is known. Dropped without
+//! [`CallEnd::finish`], it means the client went away: the call ends as
+//! [`Cause::ClientGone`].
+
+use http::Response;
+use rpcgate_balance::CallGuard;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::body::ProxyBody;
+use crate::conn::ActiveCall;
+use crate::status;
+use crate::verdict::{Cause, Verdict};
+
+/// A call's bookkeeping until it ends.
+#[derive(Debug)]
+pub(crate) struct CallEnd {
+    /// The attempt that answered, held until the call ends (in-flight count, latency).
+    guard: Option<CallGuard>,
+    /// The access-log line being filled in, when the access log is on.
+    pub(crate) record: Option<Box<AccessRecord>>,
+    log: AccessLog,
+    started: Instant,
+    /// Whether the request is gRPC (how a proxy-made answer is written).
+    pub(crate) grpc: bool,
+    /// The HTTP status sent to the client.
+    pub(crate) status: u16,
+    active: Option<ActiveCall>,
+    /// Attempts made so far (1 + retries).
+    pub(crate) attempts: u32,
+}
+
+impl CallEnd {
+    /// Starts the bookkeeping of a call that started at `started`.
+    pub(crate) fn new(
+        record: Option<Box<AccessRecord>>,
+        log: AccessLog,
+        started: Instant,
+        grpc: bool,
+        active: ActiveCall,
+    ) -> Self {
+        Self {
+            guard: None,
+            record,
+            log,
+            started,
+            grpc,
+            status: 200,
+            active: Some(active),
+            attempts: 0,
+        }
+    }
+
+    /// Keeps the answering attempt's guard until the call ends.
+    pub(crate) fn hold(&mut self, guard: CallGuard) {
+        self.guard = Some(guard);
+    }
+
+    /// Notes a new attempt on `endpoint` (the access log names the last one).
+    pub(crate) fn attempt_on(&mut self, endpoint: &str) {
+        self.attempts += 1;
+        if let Some(record) = &mut self.record {
+            record.endpoint = Some(endpoint.to_string());
+        }
+    }
+
+    /// Ends the call: `bytes_out` response body bytes went to the client.
+    pub(crate) fn finish(mut self, verdict: Verdict, bytes_out: u64) {
+        self.complete(&verdict, bytes_out);
+    }
+
+    /// Ends the call with a response of the proxy's own making.
+    pub(crate) fn respond(mut self, verdict: Verdict) -> Response<ProxyBody> {
+        let response = status::respond(&verdict, self.grpc);
+        self.status = response.status().as_u16();
+        self.complete(&verdict, 0);
+        response
+    }
+
+    fn complete(&mut self, verdict: &Verdict, bytes_out: u64) {
+        if let Some(guard) = self.guard.take() {
+            verdict.settle(guard);
+        }
+        if let Some(mut record) = self.record.take() {
+            record.status = self.status;
+            record.grpc_status = if self.grpc {
+                verdict.code.map(|c| c.0)
+            } else {
+                None
+            };
+            record.attempts = self.attempts;
+            record.bytes_out = bytes_out;
+            record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            self.log.write(&record);
+        }
+        if verdict.is_error() {
+            let code = verdict.code.map_or("-", |c| c.name());
+            tracing::debug!(cause = %verdict.cause, code, fault = ?verdict.fault, "call ended with an error");
+        }
+        self.active = None;
+    }
+}
+
+impl Drop for CallEnd {
+    fn drop(&mut self) {
+        if self.guard.is_some() || self.record.is_some() {
+            self.complete(&Verdict::new(Cause::ClientGone), 0);
+        }
+    }
+}

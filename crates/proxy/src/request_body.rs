@@ -1,0 +1,198 @@
+//! The client's request body on its way to the backends, with the replay buffer that
+//! makes transparent retry possible.
+//!
+//! Every byte read from the client is kept (up to [`REPLAY_LIMIT`]) until the call has an
+//! answer, so an attempt that provably never reached a backend can be sent again, from
+//! the start, on another endpoint. Past the limit the kept bytes are dropped and the body
+//! is no longer replayable: the attempt loop then stops retrying.
+//!
+//! [`RequestBody::pump_step`] is cancel-safe: the chunk being sent stays in `pending`
+//! across every await, so an attempt cut short (its response head arrived first) loses
+//! nothing, and [`pump_rest`] carries on from there once the head is in.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::Body;
+use http_body_util::BodyExt;
+
+use crate::body::{BoxError, RequestBodyBox};
+
+/// Request bytes kept for replaying a call on another endpoint (contract §4: 64 KiB).
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Why pumping the request body stopped.
+pub(crate) enum PumpError {
+    /// The client's side failed (reset, connection lost).
+    Client(BoxError),
+    /// The backend's stream is closed for sending.
+    Upstream,
+}
+
+/// The client's request body, with what has been read of it kept for a replay on
+/// another endpoint until it grows past [`REPLAY_LIMIT`].
+#[derive(Default)]
+pub(crate) struct RequestBody {
+    incoming: Option<RequestBodyBox>,
+    /// Data already read from the client, for replay (cleared once over the limit).
+    kept: Vec<Bytes>,
+    kept_bytes: usize,
+    replayable: bool,
+    trailers: Option<HeaderMap>,
+    incoming_done: bool,
+    /// Position in `kept` of the current attempt.
+    cursor: usize,
+    /// A chunk taken but not yet fully sent on the current attempt.
+    pending: Option<Bytes>,
+    sent_end: bool,
+    /// Body bytes received from the client so far.
+    pub(crate) bytes_in: u64,
+}
+
+impl RequestBody {
+    /// Wraps the client's body; nothing is read yet.
+    pub(crate) fn new(incoming: RequestBodyBox) -> Self {
+        let done = incoming.is_end_stream();
+        Self {
+            incoming: Some(incoming),
+            replayable: true,
+            incoming_done: done,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the request has no body at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.incoming_done && self.kept.is_empty() && self.trailers.is_none() && self.bytes_in == 0
+    }
+
+    /// Whether the whole body read so far is still held, so another attempt can send it.
+    pub(crate) fn replayable(&self) -> bool {
+        self.replayable
+    }
+
+    /// Whether the current attempt has sent the end of the body.
+    pub(crate) fn done_sending(&self) -> bool {
+        self.sent_end
+    }
+
+    /// Hands the unread body to an HTTP/1.1 attempt, which streams it itself; the body is
+    /// then no longer replayable. `None` when there is no body.
+    pub(crate) fn take_stream(&mut self) -> Option<RequestBodyBox> {
+        if self.is_empty() {
+            return None;
+        }
+        self.replayable = false;
+        self.incoming.take()
+    }
+
+    /// Starts a new attempt from the beginning of the body.
+    pub(crate) fn rewind(&mut self) {
+        self.cursor = 0;
+        self.pending = None;
+        self.sent_end = self.is_empty();
+    }
+
+    /// Sends the next piece of the body (or its end) on `send`.
+    pub(crate) async fn pump_step(
+        &mut self,
+        send: &mut h2::SendStream<Bytes>,
+    ) -> Result<(), PumpError> {
+        if self.pending.is_none() {
+            if self.cursor < self.kept.len() {
+                self.pending = Some(self.kept[self.cursor].clone());
+                self.cursor += 1;
+            } else if !self.incoming_done {
+                let Some(incoming) = self.incoming.as_mut() else {
+                    self.incoming_done = true;
+                    return Ok(());
+                };
+                // While waiting on the client, notice a backend that resets the stream.
+                let frame = tokio::select! {
+                    biased;
+                    frame = incoming.frame() => frame,
+                    _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return Err(PumpError::Upstream),
+                };
+                match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            self.bytes_in += data.len() as u64;
+                            if self.replayable {
+                                self.kept_bytes += data.len();
+                                if self.kept_bytes > REPLAY_LIMIT {
+                                    self.replayable = false;
+                                    self.kept.clear();
+                                } else {
+                                    self.kept.push(data.clone());
+                                    self.cursor = self.kept.len();
+                                }
+                            }
+                            if !data.is_empty() {
+                                self.pending = Some(data);
+                            }
+                        }
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                self.trailers = Some(trailers);
+                            }
+                        }
+                    },
+                    Some(Err(error)) => return Err(PumpError::Client(error)),
+                    None => self.incoming_done = true,
+                }
+                if self.pending.is_none() && !(self.incoming_done || self.trailers.is_some()) {
+                    return Ok(());
+                }
+            }
+        }
+        // The chunk stays in `self.pending` across every await, so an attempt cancelled
+        // halfway (the response arrived first) loses nothing.
+        if self.pending.is_some() {
+            while let Some(chunk) = self.pending.as_mut() {
+                if chunk.is_empty() {
+                    self.pending = None;
+                    break;
+                }
+                send.reserve_capacity(chunk.len());
+                let capacity = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                    Some(Ok(n)) => n,
+                    _ => return Err(PumpError::Upstream),
+                };
+                let Some(chunk) = self.pending.as_mut() else {
+                    break;
+                };
+                if capacity == 0 {
+                    continue;
+                }
+                let piece = chunk.split_to(capacity.min(chunk.len()));
+                if send.send_data(piece, false).is_err() {
+                    return Err(PumpError::Upstream);
+                }
+            }
+            return Ok(());
+        }
+        if self.incoming_done || self.trailers.is_some() {
+            let result = match self.trailers.clone() {
+                Some(trailers) => send.send_trailers(trailers),
+                None => send.send_data(Bytes::new(), true),
+            };
+            self.sent_end = true;
+            result.map_err(|_| PumpError::Upstream)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams the rest of a request body after the response head has arrived (client and
+/// bidi streaming), stopping when the backend resets or ends the stream.
+pub(crate) async fn pump_rest(mut body: RequestBody, mut send: h2::SendStream<Bytes>) {
+    while !body.done_sending() {
+        match body.pump_step(&mut send).await {
+            Ok(()) => {}
+            Err(PumpError::Client(_)) => {
+                send.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Err(PumpError::Upstream) => return,
+        }
+    }
+}

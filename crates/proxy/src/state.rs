@@ -1,0 +1,414 @@
+//! Per-generation state: everything a call needs from the configuration, ready for the
+//! hot path, in one value that is swapped as a whole.
+//!
+//! A [`Generation`] is built from a validated [`Config`] and lives behind an
+//! [`ArcSwap`](arc_swap::ArcSwap) shared by every worker. Each call loads it once when it
+//! starts and holds that `Arc` while it routes, picks and makes its attempts, so a swap
+//! never changes the rules under a call in flight; the next call sees the new generation.
+//!
+//! Everything is found by name, never by position: a connection knows its listener by
+//! name, a route holds its cluster's `Arc`, and per-worker pools are keyed by endpoint id
+//! (HTTP/2) or the cluster's [`PoolId`] (HTTP/1.1). That is what lets
+//! [`Generation::build`] carry state over from the previous generation:
+//!
+//! - a cluster whose configuration did not change is the *same* `Arc<ClusterState>`:
+//!   balancer, endpoint counters, passive-health ejections, EWMA, panic flag, pools;
+//! - a cluster whose endpoints, weights, timeouts or `authority` changed but whose
+//!   policy, passive health and connection settings (protocol, TLS, connect timeout) did
+//!   not keeps its balancer: endpoints that stay keep their state and their pooled
+//!   connections, the set is updated in place;
+//! - anything else starts fresh.
+//!
+//! Listeners' sockets are not part of a generation (binding is [`crate::listen`]'s).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use rpcgate_balance::{Balancer, EndpointSpec, PassiveHealthPolicy, Policy};
+use rpcgate_config::{Cluster, Config, HashKey, LbPolicy, UpstreamProtocol};
+use tokio_rustls::TlsConnector;
+
+use crate::StartError;
+use crate::access_log::AccessLog;
+use crate::route::Router;
+use crate::tls;
+use crate::upstream::{PoolId, UpstreamTls};
+
+/// The current generation, swapped as a whole: loaded once per call, stored by a swap.
+pub(crate) type Generations = arc_swap::ArcSwap<Generation>;
+
+/// One configuration generation, ready for the hot path.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    /// 1 for the first, +1 per swap (for logs and the admin API).
+    pub(crate) number: u64,
+    /// Listeners in file order, found by name.
+    listeners: Vec<ListenerState>,
+    /// Clusters in file order, found by name.
+    clusters: Vec<Arc<ClusterState>>,
+    /// Where access-log lines go.
+    pub(crate) access_log: AccessLog,
+    /// The `[log]` section the access log was opened from (to reuse it when unchanged).
+    log: rpcgate_config::Log,
+}
+
+/// A listener's routing table.
+#[derive(Debug)]
+pub(crate) struct ListenerState {
+    /// The listener's name.
+    pub(crate) name: Arc<str>,
+    /// The compiled matches, in route order.
+    router: Router,
+    /// The routes, in the router's order.
+    routes: Vec<RouteState>,
+}
+
+impl ListenerState {
+    /// The first route that takes the request.
+    pub(crate) fn route(&self, request: &crate::route::RequestView<'_>) -> Option<&RouteState> {
+        self.router.find(request).and_then(|i| self.routes.get(i))
+    }
+}
+
+/// A route, ready for the hot path.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    /// Name for logs and metrics.
+    pub(crate) name: Arc<str>,
+    /// The cluster its calls go to.
+    pub(crate) cluster: Arc<ClusterState>,
+    /// The route's upper bound on a call.
+    pub(crate) timeout: Option<Duration>,
+    /// Headers set towards the backend.
+    pub(crate) request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers set towards the client.
+    pub(crate) response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A cluster, ready for the hot path.
+#[derive(Debug)]
+pub(crate) struct ClusterState {
+    /// The cluster's name.
+    pub(crate) name: Arc<str>,
+    /// Its per-worker pools' key.
+    pub(crate) pool: PoolId,
+    /// Endpoints, health and picking.
+    pub(crate) balancer: Arc<Balancer>,
+    /// The protocol spoken to the backends.
+    pub(crate) protocol: UpstreamProtocol,
+    /// `:authority` override towards the backends.
+    pub(crate) authority: Option<http::uri::Authority>,
+    /// TCP connect bound.
+    pub(crate) connect_timeout: Duration,
+    /// Where `ring_hash` takes its key from.
+    pub(crate) hash_key: Option<HashKey>,
+    /// TLS towards the backends (`protocol = "h2"`).
+    pub(crate) tls: Option<UpstreamTls>,
+    /// Whether the last pick was in panic mode, so the log says it once per episode.
+    pub(crate) in_panic: AtomicBool,
+    /// The configuration it was built from, to tell whether a new one changed it.
+    config: Cluster,
+}
+
+impl Generation {
+    /// Builds a generation from `config`, carrying over what `previous` has for clusters
+    /// that did not change (see the module docs). Nothing of `previous` is modified
+    /// unless the whole build succeeds.
+    pub(crate) fn build(
+        config: &Config,
+        previous: Option<&Generation>,
+    ) -> Result<Self, StartError> {
+        let mut endpoint_updates = Vec::new();
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|cluster| {
+                let old = previous.and_then(|p| p.cluster(&cluster.name));
+                ClusterState::build(cluster, old, &mut endpoint_updates)
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|listener| {
+                let routes = listener
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        let cluster = clusters.get(route.cluster).cloned().ok_or_else(|| {
+                            StartError::Inconsistent(format!(
+                                "route {} names a cluster that does not exist",
+                                route.name
+                            ))
+                        })?;
+                        Ok(RouteState {
+                            name: route.name.as_str().into(),
+                            cluster,
+                            timeout: route.timeout,
+                            request_headers: header_pairs(&route.request_headers)?,
+                            response_headers: header_pairs(&route.response_headers)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StartError>>()?;
+                Ok(ListenerState {
+                    name: listener.name.as_str().into(),
+                    router: Router::new(&listener.routes),
+                    routes,
+                })
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
+        let access_log = match previous {
+            Some(p)
+                if p.log.access_log == config.log.access_log
+                    && p.log.format == config.log.format =>
+            {
+                p.access_log.clone()
+            }
+            _ => AccessLog::open(&config.log.access_log, config.log.format)
+                .map_err(StartError::AccessLog)?,
+        };
+        // Everything is built: only now touch balancers the previous generation shares.
+        for (balancer, endpoints) in endpoint_updates {
+            balancer.set_endpoints(endpoints);
+        }
+        Ok(Self {
+            number: previous.map_or(1, |p| p.number + 1),
+            listeners,
+            clusters,
+            access_log,
+            log: config.log.clone(),
+        })
+    }
+
+    /// The listener of that name.
+    pub(crate) fn listener(&self, name: &str) -> Option<&ListenerState> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// The cluster of that name.
+    pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        self.clusters.iter().find(|c| &*c.name == name)
+    }
+}
+
+impl ClusterState {
+    /// The state for `config`: the old one as it is when nothing changed, a new one on
+    /// the old balancer when only endpoints or per-call settings changed (the endpoint
+    /// set update is queued in `endpoint_updates`), else a fresh one.
+    fn build(
+        config: &Cluster,
+        old: Option<&Arc<ClusterState>>,
+        endpoint_updates: &mut Vec<(Arc<Balancer>, Vec<EndpointSpec>)>,
+    ) -> Result<Arc<ClusterState>, StartError> {
+        if let Some(old) = old
+            && old.config == *config
+        {
+            return Ok(old.clone());
+        }
+        let (policy, hash_key) = match &config.lb {
+            LbPolicy::RoundRobin => (Policy::RoundRobin, None),
+            LbPolicy::LeastRequest => (Policy::LeastRequest, None),
+            LbPolicy::P2cEwma => (Policy::P2cEwma, None),
+            LbPolicy::Random => (Policy::Random, None),
+            LbPolicy::RingHash(key) => (Policy::RingHash, Some(key.clone())),
+        };
+        let endpoints: Vec<EndpointSpec> = config
+            .endpoints
+            .iter()
+            .map(|e| EndpointSpec::new(e.address.clone()).with_weight(e.weight))
+            .collect();
+        let passive = PassiveHealthPolicy {
+            max_fails: config.passive_health.max_fails,
+            fail_timeout: config.passive_health.fail_timeout,
+        };
+        let authority = match &config.authority {
+            Some(a) => Some(
+                a.parse::<http::uri::Authority>()
+                    .map_err(|_| StartError::Header(format!("authority {a}")))?,
+            ),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(UpstreamTls {
+                connector: TlsConnector::from(
+                    tls::client_config(tls)
+                        .map_err(|e| StartError::Tls(format!("cluster {}: {e}", config.name)))?,
+                ),
+                server_name: tls.server_name.clone(),
+            }),
+            None => None,
+        };
+        let kept = old.filter(|old| {
+            old.config.lb == config.lb
+                && old.config.passive_health == config.passive_health
+                && same_connections(&old.config, config)
+        });
+        let (balancer, pool) = match kept {
+            Some(old) => {
+                endpoint_updates.push((old.balancer.clone(), endpoints));
+                (old.balancer.clone(), old.pool)
+            }
+            None => (
+                Arc::new(Balancer::new(policy, passive, endpoints)),
+                PoolId::fresh(),
+            ),
+        };
+        Ok(Arc::new(ClusterState {
+            name: config.name.as_str().into(),
+            pool,
+            balancer,
+            protocol: config.protocol,
+            authority,
+            connect_timeout: config.connect_timeout,
+            hash_key,
+            tls,
+            in_panic: AtomicBool::new(false),
+            config: config.clone(),
+        }))
+    }
+}
+
+/// Whether connections made for `a` are right for `b` too.
+fn same_connections(a: &Cluster, b: &Cluster) -> bool {
+    a.protocol == b.protocol && a.tls == b.tls && a.connect_timeout == b.connect_timeout
+}
+
+fn header_pairs(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, StartError> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let header_name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| StartError::Header(name.clone()))?;
+            let header_value =
+                HeaderValue::from_str(value).map_err(|_| StartError::Header(name.clone()))?;
+            Ok((header_name, header_value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clusters `one` (two endpoints) and `two`, a route to `route_to`; `one_extra` and
+    /// `two_extra` are more keys for each cluster.
+    fn config(route_to: &str, one_endpoints: &str, one_extra: &str, two_extra: &str) -> Config {
+        let text = format!(
+            r#"[log]
+access_log = "off"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "{route_to}"
+[[clusters]]
+name = "one"
+endpoints = [{one_endpoints}]
+{one_extra}
+[[clusters]]
+name = "two"
+endpoints = ["127.0.0.1:7003"]
+{two_extra}
+"#
+        );
+        rpcgate_config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const ENDPOINTS: &str = r#""127.0.0.1:7001", "127.0.0.1:7002""#;
+
+    fn ids(cluster: &ClusterState) -> Vec<(String, u64)> {
+        cluster
+            .balancer
+            .endpoints()
+            .iter()
+            .map(|e| (e.address().to_string(), e.id()))
+            .collect()
+    }
+
+    fn cluster<'g>(generation: &'g Generation, name: &str) -> &'g Arc<ClusterState> {
+        generation.cluster(name).expect("cluster")
+    }
+
+    #[test]
+    fn routes_follow_the_new_generation_and_unchanged_clusters_stay_the_same() {
+        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
+        let second = Generation::build(&config("two", ENDPOINTS, "", ""), Some(&first)).unwrap();
+        assert_eq!((first.number, second.number), (1, 2));
+        let view = |g: &Generation| {
+            let headers = http::HeaderMap::new();
+            let request = crate::route::RequestView {
+                path: "/a.B/C",
+                authority: None,
+                headers: &headers,
+                grpc: true,
+            };
+            let listener = g.listener("edge").expect("listener");
+            listener
+                .route(&request)
+                .expect("route")
+                .cluster
+                .name
+                .to_string()
+        };
+        assert_eq!(view(&first), "one");
+        assert_eq!(view(&second), "two");
+        for name in ["one", "two"] {
+            assert!(Arc::ptr_eq(cluster(&first, name), cluster(&second, name)));
+        }
+    }
+
+    #[test]
+    fn endpoint_changes_keep_the_balancer_and_the_endpoints_that_stay() {
+        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
+        let before = ids(cluster(&first, "one"));
+        let grown = r#""127.0.0.1:7002", "127.0.0.1:7009", "127.0.0.1:7001""#;
+        let second = Generation::build(&config("one", grown, "", ""), Some(&first)).unwrap();
+        let (old, new) = (cluster(&first, "one"), cluster(&second, "one"));
+        assert!(!Arc::ptr_eq(old, new), "a changed cluster gets a new state");
+        assert!(Arc::ptr_eq(&old.balancer, &new.balancer));
+        assert_eq!(old.pool, new.pool);
+        let after = ids(new);
+        for (address, id) in &before {
+            assert!(
+                after.contains(&(address.clone(), *id)),
+                "{address} lost its state"
+            );
+        }
+        assert_eq!(after.len(), 3);
+        // Per-call settings change the same way.
+        let third = Generation::build(
+            &config("one", grown, r#"authority = "api.internal""#, ""),
+            Some(&second),
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(&new.balancer, &cluster(&third, "one").balancer));
+    }
+
+    #[test]
+    fn changed_connections_or_policies_start_afresh() {
+        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
+        for extra in [
+            r#"connect_timeout = "1s""#,
+            r#"lb = "least_request""#,
+            "passive_health = { max_fails = 3, fail_timeout = \"10s\" }",
+        ] {
+            let next =
+                Generation::build(&config("one", ENDPOINTS, extra, ""), Some(&first)).unwrap();
+            let (old, new) = (cluster(&first, "one"), cluster(&next, "one"));
+            assert!(!Arc::ptr_eq(&old.balancer, &new.balancer), "{extra}");
+            let (before, after) = (ids(old), ids(new));
+            assert!(
+                before.iter().zip(&after).all(|(b, a)| b.1 != a.1),
+                "{extra}"
+            );
+            if extra.starts_with("connect_timeout") {
+                assert_ne!(old.pool, new.pool);
+            }
+            // The other cluster did not change.
+            assert!(Arc::ptr_eq(cluster(&first, "two"), cluster(&next, "two")));
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Interop with a second gRPC stack: the Python grpcio driver
+//! (`tests/interop/grpcio_client.py`) calls every call kind, big and compressed
+//! messages, metadata, trailers and error details through an in-process proxy in front
+//! of two backends.
+//!
+//! The driver runs in the venv that `scripts/test.sh` builds (`$RPCGATE_VENV`, else
+//! `<repo>/.venv`). Without it the test fails under CI (`CI` set), since CI must run it,
+//! and is skipped with a notice on a developer machine, so a plain `cargo test` works
+//! without Python.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::interop::{run_driver, venv_python_or_skip};
+use common::{simple_config, start_proxy};
+use rpcgate_demo::spawn_backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_client_through_the_proxy() {
+    let Some(python) = venv_python_or_skip("interop") else {
+        return;
+    };
+    let b1 = spawn_backend("b1").await.unwrap();
+    let b2 = spawn_backend("b2").await.unwrap();
+    let proxy = start_proxy(&simple_config(&[&b1, &b2], ""));
+
+    let output = run_driver(&python, &proxy.addr.to_string(), &["--min-backends", "2"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("served by:"), "{stdout}");
+    assert!(
+        b1.calls() > 0 && b2.calls() > 0,
+        "both backends must serve: b1={} b2={}",
+        b1.calls(),
+        b2.calls()
+    );
+    proxy.shutdown().await;
+}

@@ -1,0 +1,254 @@
+//! End-to-end tests of a listener's protocol handling and limits (SPEC §2 `[[listeners]]`):
+//! HTTP/1.1 and HTTP/2 prior knowledge on one port, `max_connections`,
+//! `max_concurrent_streams`, `max_header_bytes`, `idle_timeout`, and `server.workers`.
+//!
+//! Limits are observed from the client side with a raw `h2` client, which shows what the
+//! proxy announced and did (SETTINGS, 431/reset, GOAWAY and close) without a gRPC library
+//! in between.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::http::body_text;
+use common::raw_h2::{RawConn, grpc_head, raw_connect, raw_unary};
+use common::{OneCluster, TestProxy, WAIT, start_proxy};
+use http::StatusCode;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use rpcgate_demo::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
+use rpcgate_demo::{BackendHandle, meta, spawn_backend};
+use tokio::time::{Instant, timeout};
+
+/// A one-cluster config with these `[[listeners]]` keys (TOML lines) and workers.
+fn listener_config(backend: &BackendHandle, workers: usize, listener_extra: &str) -> String {
+    OneCluster::backends(&[backend])
+        .workers(workers)
+        .listener(listener_extra)
+        .build()
+}
+
+/// A raw call that must succeed; returns the backend that served it.
+async fn raw_ok(conn: &RawConn, addr: SocketAddr) -> String {
+    let reply = timeout(WAIT, raw_unary(&conn.send, grpc_head(addr, &[])))
+        .await
+        .expect("call timed out")
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+    reply
+        .headers
+        .get(meta::BACKEND)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn tonic_ok(proxy: &TestProxy) {
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let reply = timeout(WAIT, client.say_hello(HelloRequest { name: "Ann".into() }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.get_ref().message, "Hello Ann from b1");
+}
+
+/// HTTP/1.1 and HTTP/2 with prior knowledge are both served on the one plaintext port.
+#[tokio::test]
+async fn http1_and_h2_prior_knowledge_share_the_port() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, ""));
+    let url = format!("{}/some/page", proxy.url());
+
+    let http1 = HttpClient::builder(TokioExecutor::new()).build_http::<String>();
+    let response = timeout(WAIT, http1.get(url.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    assert_eq!(
+        body_text(response.into_body()).await.trim_end(),
+        "Hello from b1"
+    );
+
+    let http2 = HttpClient::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<String>();
+    let response = timeout(WAIT, http2.get(url.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        body_text(response.into_body()).await.trim_end(),
+        "Hello from b1"
+    );
+
+    tonic_ok(&proxy).await;
+    assert_eq!(backend.calls(), 3);
+    proxy.shutdown().await;
+}
+
+/// `max_connections = 2`: a third connection is not served until one of the first two
+/// closes.
+#[tokio::test]
+async fn max_connections_holds_the_third_until_one_closes() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, "max_connections = 2"));
+    let first = raw_connect(proxy.addr).await;
+    let second = raw_connect(proxy.addr).await;
+    raw_ok(&first, proxy.addr).await;
+    raw_ok(&second, proxy.addr).await;
+
+    // The kernel completes the TCP handshake (backlog); the proxy must not serve it.
+    let third = raw_connect(proxy.addr).await;
+    let addr = proxy.addr;
+    let send = third.send.clone();
+    let mut pending = tokio::spawn(async move { raw_unary(&send, grpc_head(addr, &[])).await });
+    let early = timeout(Duration::from_millis(400), &mut pending).await;
+    assert!(early.is_err(), "the third connection was served: {early:?}");
+    assert_eq!(backend.calls(), 2);
+
+    // Close the first connection: the third gets its turn.
+    first.driver.abort();
+    drop(first.send);
+    let reply = timeout(WAIT, pending).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+    raw_ok(&second, proxy.addr).await;
+    assert_eq!(backend.calls(), 4);
+    proxy.shutdown().await;
+}
+
+/// `max_concurrent_streams = 4` is announced to clients in SETTINGS, so they keep the
+/// fifth concurrent stream waiting.
+#[tokio::test]
+async fn max_concurrent_streams_is_announced() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, "max_concurrent_streams = 4"));
+    let conn = raw_connect(proxy.addr).await;
+    // After a full exchange the server's SETTINGS have been applied.
+    raw_ok(&conn, proxy.addr).await;
+    assert_eq!(conn.send.current_max_send_streams(), 4);
+
+    // Five slow calls: four run at once, the fifth starts only when one ends.
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let send = conn.send.clone();
+        let head = grpc_head(proxy.addr, &[(meta::DELAY_MS, "500")]);
+        calls.push(tokio::spawn(async move { raw_unary(&send, head).await }));
+    }
+    timeout(WAIT, backend.wait_until(|b| b.in_flight() >= 4))
+        .await
+        .unwrap();
+    assert_eq!(backend.in_flight(), 4);
+    for call in calls {
+        let reply = timeout(WAIT, call).await.unwrap().unwrap().unwrap();
+        assert_eq!(reply.grpc_status, Some(0));
+    }
+    proxy.shutdown().await;
+}
+
+/// `max_header_bytes = 4096`: a call with 8 KiB of metadata is refused (431 or a stream
+/// reset) and never reaches the backend; a normal call on a new connection works.
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, "max_header_bytes = 4096"));
+
+    let conn = raw_connect(proxy.addr).await;
+    let big_value = "a".repeat(8 * 1024);
+    let big = [("x-big", big_value.as_str())];
+    let outcome = timeout(WAIT, raw_unary(&conn.send, grpc_head(proxy.addr, &big)))
+        .await
+        .expect("an oversized request hung");
+    match outcome {
+        Ok(reply) => assert_eq!(
+            reply.status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{reply:?}"
+        ),
+        Err(error) => assert!(
+            error.is_reset() || error.is_go_away() || error.is_io(),
+            "unexpected error: {error:?}"
+        ),
+    }
+    assert_eq!(backend.calls(), 0, "the oversized call reached the backend");
+
+    // Within the limit is fine, and a fresh client is served.
+    let fresh = raw_connect(proxy.addr).await;
+    let medium_value = "a".repeat(2 * 1024);
+    let medium = [("x-medium", medium_value.as_str())];
+    let reply = timeout(WAIT, raw_unary(&fresh.send, grpc_head(proxy.addr, &medium)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+    assert_eq!(raw_ok(&fresh, proxy.addr).await, "b1");
+    proxy.shutdown().await;
+}
+
+/// `idle_timeout`: a connection with no call for that long is closed by the proxy
+/// (GOAWAY, then the close the client's driver sees); a call longer than the timeout is
+/// not cut.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, r#"idle_timeout = "200ms""#));
+
+    // A call that outlasts the idle timeout completes.
+    let busy = raw_connect(proxy.addr).await;
+    let reply = timeout(
+        WAIT,
+        raw_unary(
+            &busy.send,
+            grpc_head(proxy.addr, &[(meta::DELAY_MS, "600")]),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.grpc_status, Some(0));
+
+    let idle = raw_connect(proxy.addr).await;
+    raw_ok(&idle, proxy.addr).await;
+    let last_call = Instant::now();
+    let ended = timeout(WAIT, idle.driver)
+        .await
+        .expect("the idle connection was never closed");
+    let idle_for = last_call.elapsed();
+    assert!(ended.is_ok(), "driver task failed: {ended:?}");
+    assert!(
+        idle_for >= Duration::from_millis(150),
+        "closed after {idle_for:?}, before the idle timeout"
+    );
+    // The busy connection went idle too after its call.
+    timeout(WAIT, busy.driver).await.unwrap().unwrap().ok();
+    proxy.shutdown().await;
+}
+
+/// `server.workers = 2`: many client connections, all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_many_connections() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&listener_config(&backend, 2, ""));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let conn = raw_connect(addr).await;
+            for _ in 0..5 {
+                assert_eq!(raw_ok(&conn, addr).await, "b1");
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(WAIT, task).await.unwrap().unwrap();
+    }
+    assert_eq!(backend.calls(), 40);
+    proxy.shutdown().await;
+}

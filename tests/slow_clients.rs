@@ -1,0 +1,137 @@
+//! Slow and silent clients (slowloris, research/reliability.md row 8): the time from
+//! accept to the first request is a *total* deadline, so a client that sends nothing, or
+//! dribbles its preface a byte at a time, cannot hold a connection slot.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use rpcgate_demo::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the proxy closes the connection (EOF or reset); panics after `bound`.
+async fn wait_closed(stream: &mut TcpStream, bound: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match timeout(bound, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the proxy kept a silent connection open for {bound:?}"),
+        }
+    }
+}
+
+fn config_with_idle(backend: &rpcgate_demo::BackendHandle, idle: Option<&str>) -> String {
+    let config = common::OneCluster::backends(&[backend]);
+    match idle {
+        Some(idle) => config
+            .listener(format!("idle_timeout = \"{idle}\""))
+            .build(),
+        None => config.build(),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_others_are_served() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config_with_idle(&backend, Some("300ms")));
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    // Meanwhile a real client is served.
+    let mut client = GreeterClient::new(proxy.channel().await);
+    client
+        .say_hello(HelloRequest { name: "a".into() })
+        .await
+        .unwrap();
+    let took = wait_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "closed only after {took:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dribbled_preface_does_not_reset_the_clock() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config_with_idle(&backend, Some("300ms")));
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    let start = Instant::now();
+    // One byte every 100 ms: the whole preface would take 2.4 s, far past the deadline.
+    let mut closed_while_dribbling = false;
+    for byte in PREFACE {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed_while_dribbling = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_while_dribbling = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        closed_while_dribbling,
+        "the proxy waited for the whole dribbled preface"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    proxy.shutdown().await;
+}
+
+/// With the default 5-minute idle timeout, the first-request deadline (10 s) still holds.
+#[tokio::test]
+async fn the_first_request_deadline_holds_with_default_idle_timeout() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config_with_idle(&backend, None));
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    silent.write_all(PREFACE).await.unwrap();
+    let took = wait_closed(&mut silent, Duration::from_secs(20)).await;
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "closed after {took:?}, expected about 10 s"
+    );
+    proxy.shutdown().await;
+}
+
+/// A connection that has made a call is not cut by the first-request deadline: only the
+/// idle timeout applies to it. A raw HTTP/2 client shows it is the same connection (a
+/// tonic channel would silently reconnect).
+#[tokio::test]
+async fn a_connection_that_made_a_call_is_left_to_the_idle_timeout() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config_with_idle(&backend, Some("1s")));
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let call = |send: h2::client::SendRequest<bytes::Bytes>| async move {
+        let request = http::Request::post(format!("http://{}/nothing.Here/Call", proxy.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut send = send.ready().await.unwrap();
+        let (response, _) = send.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        // No route: a trailers-only UNIMPLEMENTED from the proxy itself.
+        assert_eq!(response.headers()["grpc-status"], "12");
+    };
+    call(send.clone()).await;
+    // Past the first-request deadline (min(10 s, idle 1 s) = 1 s), with a call every
+    // 400 ms the connection stays open.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        call(send.clone()).await;
+    }
+    assert!(!driver.is_finished(), "the connection was closed");
+    driver.abort();
+    proxy.shutdown().await;
+}
