@@ -7,7 +7,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use common::http::spawn_h2c_server;
@@ -37,6 +39,14 @@ async fn setup(route_extra: &str, cluster_extra: &str) -> (BackendHandle, TestPr
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let endpoints = format!("\"{}\"", backend.addr());
     let proxy = common::start_proxy(&config(&endpoints, route_extra, cluster_extra));
+    (backend, proxy)
+}
+
+/// [`setup`] with the proxy on the test's runtime, for tests on the paused clock.
+async fn setup_local(route_extra: &str) -> (BackendHandle, TestProxy) {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let endpoints = format!("\"{}\"", backend.addr());
+    let proxy = common::start_local_proxy(&config(&endpoints, route_extra, ""));
     (backend, proxy)
 }
 
@@ -206,9 +216,9 @@ async fn every_endpoint_refusing_is_unavailable() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_deadline_is_deadline_exceeded_from_the_proxy() {
-    let (backend, proxy) = setup("", "").await;
+    let (backend, proxy) = setup_local("").await;
 
     // Raw h2, so that no client-side timer can produce the status: it is the proxy's.
     let started = Instant::now();
@@ -220,6 +230,12 @@ async fn client_deadline_is_deadline_exceeded_from_the_proxy() {
     .await;
     assert_trailers_only(&response, 4);
     assert!(started.elapsed() < Duration::from_secs(5));
+    // On the paused clock: exactly the client's 200 ms.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(250),
+        "{took:?}"
+    );
     // The proxy gave up on the backend call too.
     bounded(backend.wait_until(|b| b.cancelled() == 1 && b.in_flight() == 0)).await;
 
@@ -229,9 +245,9 @@ async fn client_deadline_is_deadline_exceeded_from_the_proxy() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn route_timeout_is_deadline_exceeded_without_a_client_deadline() {
-    let (backend, proxy) = setup("timeout = \"100ms\"", "").await;
+    let (backend, proxy) = setup_local("timeout = \"100ms\"").await;
 
     let mut client = GreeterClient::new(proxy.channel().await);
     let started = Instant::now();
@@ -239,6 +255,11 @@ async fn route_timeout_is_deadline_exceeded_without_a_client_deadline() {
     let status = bounded(client.say_hello(request)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(150),
+        "{took:?}"
+    );
     bounded(backend.wait_until(|b| b.cancelled() == 1 && b.in_flight() == 0)).await;
 
     let response = raw_grpc(
@@ -271,9 +292,9 @@ async fn route_timeout_is_deadline_exceeded_without_a_client_deadline() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn deadline_passing_mid_stream_ends_with_deadline_exceeded() {
-    let (backend, proxy) = setup("timeout = \"300ms\"", "").await;
+    let (backend, proxy) = setup_local("timeout = \"300ms\"").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let request = HelloStreamRequest {
         name: "a".into(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::http::body_text;
 use common::raw_h2::{RawConn, grpc_head, raw_connect, raw_unary};
-use common::{OneCluster, TestProxy, WAIT, start_proxy};
+use common::{OneCluster, TestProxy, WAIT, start_local_proxy, start_proxy};
 use http::StatusCode;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -194,11 +194,11 @@ async fn oversized_headers_are_refused() {
 
 /// `idle_timeout`: a connection with no call for that long is closed by the proxy
 /// (GOAWAY, then the close the client's driver sees); a call longer than the timeout is
-/// not cut.
-#[tokio::test]
+/// not cut. On the paused clock: the proxy runs on the test's runtime.
+#[tokio::test(start_paused = true)]
 async fn idle_connections_are_closed() {
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&listener_config(&backend, 2, r#"idle_timeout = "200ms""#));
+    let proxy = start_local_proxy(&listener_config(&backend, 2, r#"idle_timeout = "200ms""#));
 
     // A call that outlasts the idle timeout completes.
     let busy = raw_connect(proxy.addr).await;
@@ -225,6 +225,10 @@ async fn idle_connections_are_closed() {
     assert!(
         idle_for >= Duration::from_millis(150),
         "closed after {idle_for:?}, before the idle timeout"
+    );
+    assert!(
+        idle_for <= Duration::from_millis(400),
+        "closed after {idle_for:?}, long after the idle timeout"
     );
     // The busy connection went idle too after its call.
     timeout(WAIT, busy.driver).await.unwrap().unwrap().ok();

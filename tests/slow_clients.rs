@@ -1,6 +1,10 @@
-//! Slow and silent clients (slowloris, research/reliability.md row 8): the time from
-//! accept to the first request is a *total* deadline, so a client that sends nothing, or
-//! dribbles its preface a byte at a time, cannot hold a connection slot.
+//! Slow and silent clients (slowloris): the time from accept to the first request is a
+//! *total* deadline, so a client that sends nothing, or dribbles its preface a byte at a
+//! time, cannot hold a connection slot.
+//!
+//! Every test runs the proxy on the test's runtime with tokio's paused clock
+//! ([`common::start_local_proxy`]): the 10 s deadline is checked to the millisecond and
+//! takes no wall-clock time.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -37,10 +41,10 @@ fn config_with_idle(backend: &rpcgate_demo::BackendHandle, idle: Option<&str>) -
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_silent_connection_is_closed_and_others_are_served() {
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config_with_idle(&backend, Some("300ms")));
+    let proxy = common::start_local_proxy(&config_with_idle(&backend, Some("300ms")));
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     // Meanwhile a real client is served.
     let mut client = GreeterClient::new(proxy.channel().await);
@@ -50,13 +54,17 @@ async fn a_silent_connection_is_closed_and_others_are_served() {
         .unwrap();
     let took = wait_closed(&mut silent, Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(3), "closed only after {took:?}");
+    assert!(
+        took < Duration::from_millis(350),
+        "closed only after {took:?}"
+    );
     proxy.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dribbled_preface_does_not_reset_the_clock() {
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config_with_idle(&backend, Some("300ms")));
+    let proxy = common::start_local_proxy(&config_with_idle(&backend, Some("300ms")));
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     let start = Instant::now();
     // One byte every 100 ms: the whole preface would take 2.4 s, far past the deadline.
@@ -88,10 +96,10 @@ async fn a_dribbled_preface_does_not_reset_the_clock() {
 }
 
 /// With the default 5-minute idle timeout, the first-request deadline (10 s) still holds.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_first_request_deadline_holds_with_default_idle_timeout() {
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config_with_idle(&backend, None));
+    let proxy = common::start_local_proxy(&config_with_idle(&backend, None));
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     silent.write_all(PREFACE).await.unwrap();
     let took = wait_closed(&mut silent, Duration::from_secs(20)).await;
@@ -99,16 +107,21 @@ async fn the_first_request_deadline_holds_with_default_idle_timeout() {
         took >= Duration::from_secs(9) && took < Duration::from_secs(15),
         "closed after {took:?}, expected about 10 s"
     );
+    // On the paused clock the deadline is exact.
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_millis(10_050),
+        "closed after {took:?}, expected 10 s"
+    );
     proxy.shutdown().await;
 }
 
 /// A connection that has made a call is not cut by the first-request deadline: only the
 /// idle timeout applies to it. A raw HTTP/2 client shows it is the same connection (a
 /// tonic channel would silently reconnect).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_connection_that_made_a_call_is_left_to_the_idle_timeout() {
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let proxy = common::start_proxy(&config_with_idle(&backend, Some("1s")));
+    let proxy = common::start_local_proxy(&config_with_idle(&backend, Some("1s")));
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);

@@ -22,8 +22,8 @@ use crate::runtime::{AccessLogTarget, ClientAuth, LbPolicy, LogFormat, UpstreamP
 /// unknown).
 pub const WORKERS: usize = 0;
 
-/// `server.drain_timeout`: 30 s, as Envoy's drain: how long in-flight calls may finish
-/// after SIGTERM.
+/// `server.drain_timeout`: 30 s, how long in-flight calls may finish after SIGTERM:
+/// Kubernetes' default termination grace period, so a drain ends before the pod is killed.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `log.level`: `info`, so start-up, warnings and errors are seen without per-call noise
@@ -36,7 +36,7 @@ pub const ACCESS_LOG: AccessLogTarget = AccessLogTarget::Stdout;
 /// `log.format`: JSON, since the access log is read by machines first.
 pub const LOG_FORMAT: LogFormat = LogFormat::Json;
 
-/// `listeners.max_connections`: 10 000 (the SPEC §2 listing's value). A finite bound, so
+/// `listeners.max_connections`: 10 000 (the value in the contract's key listing). A finite bound, so
 /// a flood of connections waits in the accept queue instead of exhausting file
 /// descriptors and memory; multiplexing gRPC clients need few connections each.
 pub const MAX_CONNECTIONS: usize = 10_000;

@@ -276,15 +276,3 @@ pub struct PassiveHealth {
     /// The window for counting failures and the length of an ejection.
     pub fail_timeout: Duration,
 }
-
-impl Default for PassiveHealth {
-    /// What a cluster gets without `passive_health` (or for the keys it leaves out):
-    /// [`crate::defaults::PASSIVE_HEALTH_MAX_FAILS`] and
-    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`].
-    fn default() -> Self {
-        Self {
-            max_fails: crate::defaults::PASSIVE_HEALTH_MAX_FAILS,
-            fail_timeout: crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT,
-        }
-    }
-}

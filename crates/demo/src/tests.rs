@@ -336,7 +336,7 @@ async fn dropped_server_stream_counts_as_cancelled() {
 async fn delay_holds_the_reply() {
     let backend = spawn_backend("d").await.unwrap();
     let mut client = greeter(&backend).await;
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let request = with_meta(hello("x"), &[(meta::DELAY_MS, "200")]);
     bounded(client.say_hello(request)).await.unwrap();
     assert!(start.elapsed() >= Duration::from_millis(200));

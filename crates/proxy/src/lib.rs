@@ -35,6 +35,7 @@ mod call;
 mod call_end;
 mod conn;
 pub mod deadline;
+mod error;
 mod headers;
 mod listen;
 mod request_body;
@@ -48,6 +49,7 @@ pub mod tls;
 pub mod upstream;
 pub mod verdict;
 
+pub use error::StartError;
 pub use headers::is_grpc;
-pub use listen::{Proxy, ProxyHandle, StartError};
+pub use listen::{Proxy, ProxyHandle};
 pub use request_body::REPLAY_LIMIT;

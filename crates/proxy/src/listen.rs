@@ -24,46 +24,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::ConnCtx;
+use crate::error::StartError;
 use crate::state::{Generation, Generations};
 use crate::upstream::Upstreams;
 use crate::{server, tls};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
-
-/// Why the proxy could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener address could not be bound.
-    #[error("listener {name}: cannot bind {address}: {source}")]
-    Bind {
-        /// The listener's name.
-        name: String,
-        /// The address.
-        address: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The access log could not be opened.
-    #[error("access log: {0}")]
-    AccessLog(std::io::Error),
-    /// A worker thread or its runtime could not start.
-    #[error("worker: {0}")]
-    Worker(std::io::Error),
-    /// A configured header could not be used.
-    #[error("header {0}: invalid name or value")]
-    Header(String),
-    /// A TLS configuration could not be built (key does not match certificate, …).
-    #[error("{0}")]
-    Tls(String),
-    /// The configuration contradicts itself (a validated one never does).
-    #[error("configuration inconsistent: {0}")]
-    Inconsistent(String),
-    /// A new configuration adds or removes listeners, which a swap cannot do: sockets
-    /// are bound once, at start.
-    #[error("{0}")]
-    ListenersChanged(String),
-}
 
 /// The proxy: entry point of the request path.
 #[derive(Debug)]

@@ -30,8 +30,8 @@ use rpcgate_balance::{Balancer, EndpointSpec, PassiveHealthPolicy, Policy};
 use rpcgate_config::{Cluster, Config, HashKey, LbPolicy, UpstreamProtocol};
 use tokio_rustls::TlsConnector;
 
-use crate::StartError;
 use crate::access_log::AccessLog;
+use crate::error::StartError;
 use crate::route::Router;
 use crate::tls;
 use crate::upstream::{PoolId, UpstreamTls};

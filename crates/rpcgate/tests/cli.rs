@@ -166,7 +166,7 @@ async fn run_serves_calls_and_exits_0_on_sigterm() {
     assert!(backend.calls() >= 1);
     // SIGHUP (NGINX's reload signal) must not stop it: it says so and keeps serving.
     proxy.signal("HUP");
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     while !proxy.output().contains("SIGHUP") {
         assert!(
             started.elapsed() < WAIT,

@@ -117,7 +117,10 @@ impl Validator<'_> {
         if let Some(m) = c.max_requests.as_ref().filter(|m| *m.get_ref() != 0) {
             self.not_implemented("clusters.max_requests", &key.key("max_requests"), &m.span());
         }
-        let mut passive_health = PassiveHealth::default();
+        let mut passive_health = PassiveHealth {
+            max_fails: defaults::PASSIVE_HEALTH_MAX_FAILS,
+            fail_timeout: defaults::PASSIVE_HEALTH_FAIL_TIMEOUT,
+        };
         if let Some(p) = &c.passive_health {
             let k = key.key("passive_health");
             let p = p.get_ref();
