@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # rpcgate vs NGINX grpc_pass vs HAProxy (proto h2), side by side in one run
-# (method: shared/research/performance.md).
+# (method: bench/README.md).
 #
 # Layout: the proxy under test pinned to CPU 0; two `rpcgate backend` processes and h2load
 # pinned to CPU 1; h2c over 127.0.0.1 only, ports picked free at run time. For each proxy

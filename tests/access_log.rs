@@ -1,4 +1,4 @@
-//! The access log (SPEC §7): one line per call with the final gRPC status, whichever way
+//! The access log (contract §7): one line per call with the final gRPC status, whichever way
 //! the call ended, in JSON and in text.
 #![allow(clippy::unwrap_used)]
 
@@ -95,5 +95,35 @@ async fn text_lines_read_like_nginx_and_include_proxy_errors() {
         lines[1]
     );
     assert!(lines[1].contains("route=- cluster=-"), "{}", lines[1]);
+    proxy.shutdown().await;
+}
+
+/// Streaming requests are counted to their end: the request body goes on streaming after
+/// the response head, and the line is written when the call ends.
+#[tokio::test]
+async fn byte_counts_cover_streaming_calls() {
+    let dir = TempDir::new("access-bidi");
+    let log = dir.0.join("access.json");
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config(&backend, &log, "json").build());
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let names = ["ann", "bob", "cy"];
+    let requests = futures_util::stream::iter(names.map(|n| HelloRequest { name: n.into() }));
+    let mut replies = client.say_hello_bidi(requests).await.unwrap().into_inner();
+    let mut received = 0;
+    while let Some(reply) = replies.message().await.unwrap() {
+        assert!(reply.message.contains("from b1"));
+        received += 1;
+    }
+    assert_eq!(received, names.len());
+
+    let lines = read_lines(&log, 1).await;
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["path"], "/helloworld.Greeter/SayHelloBidi");
+    assert_eq!(line["grpc_status"], 0);
+    // Each message: a 5-byte gRPC prefix and the encoded name (2 + its length).
+    let sent: u64 = names.iter().map(|n| 5 + 2 + n.len() as u64).sum();
+    assert_eq!(line["bytes_in"].as_u64().unwrap(), sent, "{line}");
+    assert!(line["bytes_out"].as_u64().unwrap() > sent, "{line}");
     proxy.shutdown().await;
 }

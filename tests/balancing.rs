@@ -1,4 +1,4 @@
-//! End-to-end balancing (SPEC §2 `lb`, §3 "each call is balanced on its own"): calls
+//! End-to-end balancing (contract §2 `lb`, §3 "each call is balanced on its own"): calls
 //! from ONE client connection spread over the backends by every policy, weights hold,
 //! `least_request` and `p2c_ewma` steer away from busy and slow backends, and
 //! `ring_hash` keeps a key on one backend.

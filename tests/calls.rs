@@ -1,4 +1,4 @@
-//! End-to-end calls through the real proxy (SPEC §3): the four call kinds, big messages,
+//! End-to-end calls through the real proxy (contract §3): the four call kinds, big messages,
 //! metadata, trailers, error details and compression passing unchanged, the headers the
 //! proxy removes, appends and sets, cancellation, and flow control.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests fail loudly

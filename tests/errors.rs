@@ -1,4 +1,4 @@
-//! End-to-end errors (SPEC §3 "Errors the proxy itself produces"): every code the proxy
+//! End-to-end errors (contract §3 "Errors the proxy itself produces"): every code the proxy
 //! makes, in the trailers-only shape for gRPC and as HTTP statuses for plain HTTP; the
 //! mapping of an upstream's non-gRPC HTTP errors and of upstream resets; deadlines and
 //! the `grpc-timeout` forwarded upstream; no `server` header.
@@ -119,7 +119,7 @@ fn assert_trailers_only(response: &RawResponse, code: u32) {
     assert_no_server_header(&response.headers);
 }
 
-/// rpcgate says nothing about itself (SPEC §3).
+/// rpcgate says nothing about itself (contract §3).
 fn assert_no_server_header(headers: &HeaderMap) {
     assert!(
         headers.get("server").is_none(),

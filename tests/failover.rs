@@ -1,4 +1,4 @@
-//! End-to-end failover through the real proxy (SPEC §3, §4): a killed backend, NGINX
+//! End-to-end failover through the real proxy (contract §3, §4): a killed backend, NGINX
 //! passive health, panic mode, transparent retry on REFUSED_STREAM and GOAWAY, and the
 //! upstream connection pool (few connections, more when a backend's stream limit is hit).
 //!

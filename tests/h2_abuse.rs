@@ -1,5 +1,5 @@
-//! Abusive and broken clients against the real proxy (shared/research/reliability.md,
-//! attacks 1, 7, 10, 11): garbage, HTTP/1.1 after the HTTP/2 preface, a TLS ClientHello
+//! Abusive and broken clients against the real proxy (the protocol-confusion, oversized
+//! frame, panic and rapid-reset attacks): garbage, HTTP/1.1 after the HTTP/2 preface, a TLS ClientHello
 //! on the h2c port, an over-long frame, a panicking call, rapid reset. Each must cost at
 //! most the offending connection or call, and a fresh client must be served right after.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -267,7 +267,7 @@ async fn rapid_reset_does_not_take_the_proxy_down() {
     proxy.shutdown().await;
 }
 
-/// A client's RST_STREAM cancels the upstream call at once (SPEC §3).
+/// A client's RST_STREAM cancels the upstream call at once (contract §3).
 #[tokio::test]
 async fn client_reset_cancels_the_upstream_call() {
     let (backend, proxy) = backend_and_proxy().await;

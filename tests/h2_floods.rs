@@ -1,6 +1,7 @@
 //! HTTP/2 floods and malformed requests against the real proxy, with hand-built frames
-//! on a raw TCP connection (shared/research/reliability.md, attacks 3, 4, 6, 7 and 10;
-//! `h2_abuse.rs` covers the others). A flood may cost its own connection, never the
+//! on a raw TCP connection (CONTINUATION flood, HPACK bomb, SETTINGS/PING/empty-DATA/
+//! WINDOW_UPDATE floods, stream exhaustion, malformed requests; `h2_abuse.rs` covers the
+//! others). A flood may cost its own connection, never the
 //! process: the proxy closes the connection or keeps up without unbounded memory (the
 //! proxy runs in this process, so its memory is this process's RSS), a fresh client is
 //! served within 2 s, and a malformed request never reaches a backend (or, when only its

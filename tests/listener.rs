@@ -1,4 +1,4 @@
-//! End-to-end tests of a listener's protocol handling and limits (SPEC §2 `[[listeners]]`):
+//! End-to-end tests of a listener's protocol handling and limits (contract §2 `[[listeners]]`):
 //! HTTP/1.1 and HTTP/2 prior knowledge on one port, `max_connections`,
 //! `max_concurrent_streams`, `max_header_bytes`, `idle_timeout`, and `server.workers`.
 //!

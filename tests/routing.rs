@@ -1,4 +1,4 @@
-//! End-to-end routing through the real proxy (SPEC §2 `[[listeners.routes]]`): every
+//! End-to-end routing through the real proxy (contract §2 `[[listeners.routes]]`): every
 //! `match.*` key, first match in file order, no match (gRPC UNIMPLEMENTED / HTTP 404),
 //! the pcbook tutorial layout, and REST (HTTP/1.1) beside gRPC on one port.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests fail loudly

@@ -1,4 +1,4 @@
-//! End-to-end TLS through the proxy (issue 3, SPEC §2 `[listeners.tls]` and
+//! End-to-end TLS through the proxy (issue 3, contract §2 `[listeners.tls]` and
 //! `[clusters.tls]`): real rustls clients and TLS backends on 127.0.0.1 around an
 //! in-process proxy whose configuration reads PEM files written by the development PKI.
 //!

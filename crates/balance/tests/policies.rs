@@ -378,3 +378,30 @@ fn endpoint_ids_are_unique() {
     ids.dedup();
     assert_eq!(ids.len(), 4);
 }
+
+/// Labels from discovery travel with an endpoint and change in place, like its weight: the
+/// endpoint keeps its identity and counters.
+#[test]
+fn metadata_travels_with_an_endpoint_and_changes_in_place() {
+    let zone = |z: &str| rpcgate_balance::Metadata::from([("zone".to_string(), z.to_string())]);
+    let lb = Balancer::new(
+        Policy::RoundRobin,
+        NGINX_PASSIVE,
+        vec![
+            EndpointSpec::new("a").with_metadata(zone("z1")),
+            EndpointSpec::new("b"),
+        ],
+    );
+    let a = endpoint(&lb, "a");
+    assert_eq!(a.metadata().get("zone").map(String::as_str), Some("z1"));
+    assert!(endpoint(&lb, "b").metadata().is_empty());
+    let _ = a.start_call();
+    lb.set_endpoints(vec![
+        EndpointSpec::new("a").with_metadata(zone("z2")),
+        EndpointSpec::new("b"),
+    ]);
+    let again = endpoint(&lb, "a");
+    assert!(Arc::ptr_eq(&a, &again), "the endpoint kept its identity");
+    assert_eq!(again.requests(), 1);
+    assert_eq!(again.metadata().get("zone").map(String::as_str), Some("z2"));
+}

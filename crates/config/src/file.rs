@@ -1,4 +1,4 @@
-//! The serde model of `rpcgate.toml`, key for key as SPEC §2 lists it.
+//! The serde model of `rpcgate.toml`, key for key as contract §2 lists it.
 //!
 //! This is step 1 of loading a configuration: it only says which keys exist and what
 //! TOML type each one has. Every struct is `deny_unknown_fields`, so a misspelt key is an

@@ -1,6 +1,6 @@
 //! rpcgate's configuration: `rpcgate.toml` in, a validated [`Config`] or every error out.
 //!
-//! Loading happens in two steps (SPEC §2 lists the keys):
+//! Loading happens in two steps (contract §2 lists the keys):
 //!
 //! 1. [`file`](mod@file): the serde model of the file. Every struct is
 //!    `deny_unknown_fields`, and values carry spans, so every error can name

@@ -1,4 +1,4 @@
-//! The SPEC §2 reference listing: every key in it parses, validation refuses exactly the
+//! The contract §2 reference listing: every key in it parses, validation refuses exactly the
 //! keys that a later release builds, at their lines, and its TLS tables load with real
 //! PEM files.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]

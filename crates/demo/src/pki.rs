@@ -1,9 +1,9 @@
 //! A development PKI in one call: a CA, a server certificate and a client certificate.
 //!
-//! Every TLS tutorial starts with an afternoon of `openssl` commands; `rpcgate certs` (SPEC
+//! Every TLS tutorial starts with an afternoon of `openssl` commands; `rpcgate certs` (contract
 //! §1) and the TLS tests need the same three certificates in one step. [`DevPki::generate`]
 //! makes them in memory with rcgen (aws-lc-rs, no `openssl` binary), and
-//! [`DevPki::write_to`] writes the six PEM files SPEC §1 names, private keys readable by
+//! [`DevPki::write_to`] writes the six PEM files contract §1 names, private keys readable by
 //! their owner only.
 //!
 //! ```
@@ -37,7 +37,7 @@ pub const CA_COMMON_NAME: &str = "rpcgate development CA";
 /// The default client certificate's common name.
 pub const CLIENT_COMMON_NAME: &str = "rpcgate-client";
 
-/// The file names [`DevPki::write_to`] writes, in SPEC §1's order.
+/// The file names [`DevPki::write_to`] writes, in contract §1's order.
 pub const FILE_NAMES: [&str; 6] = [
     "ca-cert.pem",
     "ca-key.pem",
@@ -197,7 +197,7 @@ impl PkiPaths {
         }
     }
 
-    /// Every path, in SPEC §1's order.
+    /// Every path, in contract §1's order.
     pub fn all(&self) -> [&Path; 6] {
         [
             &self.ca_cert,
@@ -380,7 +380,7 @@ impl DevPki {
         Ok((other.client_cert_pem, other.client_key_pem))
     }
 
-    /// Writes the six SPEC §1 files into `dir` (created if missing): certificates with
+    /// Writes the six contract §1 files into `dir` (created if missing): certificates with
     /// mode 0644, private keys with mode 0600 from the moment they exist.
     ///
     /// Unless `force`, nothing is written when any of the six files exists already, so a

@@ -1,4 +1,4 @@
-//! The access log: one line per call (SPEC §7), JSON or NGINX-like text.
+//! The access log: one line per call (contract §7), JSON or NGINX-like text.
 //!
 //! Lines are formatted on the worker that handled the call and handed to one writer
 //! thread through a bounded channel, so a slow terminal or disk never blocks a call. If

@@ -7,6 +7,8 @@
 //! [`CallEnd::finish`], it means the client went away: the call ends as
 //! [`Cause::ClientGone`].
 
+use std::sync::atomic::Ordering;
+
 use http::Response;
 use rpcgate_balance::CallGuard;
 use tokio::time::Instant;
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::ProxyBody;
 use crate::conn::ActiveCall;
+use crate::request_body::BytesIn;
 use crate::status;
 use crate::verdict::{Cause, Verdict};
 
@@ -33,6 +36,8 @@ pub(crate) struct CallEnd {
     active: Option<ActiveCall>,
     /// Attempts made so far (1 + retries).
     pub(crate) attempts: u32,
+    /// The count of a request body still streaming when the response head came.
+    bytes_in: Option<BytesIn>,
 }
 
 impl CallEnd {
@@ -53,12 +58,19 @@ impl CallEnd {
             status: 200,
             active: Some(active),
             attempts: 0,
+            bytes_in: None,
         }
     }
 
     /// Keeps the answering attempt's guard until the call ends.
     pub(crate) fn hold(&mut self, guard: CallGuard) {
         self.guard = Some(guard);
+    }
+
+    /// Follows a request body that streams on after the response head: the access log
+    /// takes its count when the call ends.
+    pub(crate) fn count_bytes_in(&mut self, bytes_in: Option<BytesIn>) {
+        self.bytes_in = bytes_in;
     }
 
     /// Notes a new attempt on `endpoint` (the access log names the last one).
@@ -94,6 +106,9 @@ impl CallEnd {
                 None
             };
             record.attempts = self.attempts;
+            if let Some(bytes_in) = &self.bytes_in {
+                record.bytes_in = bytes_in.load(Ordering::Relaxed);
+            }
             record.bytes_out = bytes_out;
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
             self.log.write(&record);

@@ -10,6 +10,9 @@
 //! across every await, so an attempt cut short (its response head arrived first) loses
 //! nothing, and [`pump_rest`] carries on from there once the head is in.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Body;
@@ -182,11 +185,22 @@ impl RequestBody {
     }
 }
 
+/// Request body bytes received from the client by a pump that runs on its own; read when
+/// the call ends, for the access log.
+pub(crate) type BytesIn = Arc<AtomicU64>;
+
 /// Streams the rest of a request body after the response head has arrived (client and
-/// bidi streaming), stopping when the backend resets or ends the stream.
-pub(crate) async fn pump_rest(mut body: RequestBody, mut send: h2::SendStream<Bytes>) {
+/// bidi streaming), stopping when the backend resets or ends the stream. `bytes_in`
+/// follows the body's count.
+pub(crate) async fn pump_rest(
+    mut body: RequestBody,
+    mut send: h2::SendStream<Bytes>,
+    bytes_in: BytesIn,
+) {
     while !body.done_sending() {
-        match body.pump_step(&mut send).await {
+        let step = body.pump_step(&mut send).await;
+        bytes_in.store(body.bytes_in, Ordering::Relaxed);
+        match step {
             Ok(()) => {}
             Err(PumpError::Client(_)) => {
                 send.send_reset(h2::Reason::CANCEL);

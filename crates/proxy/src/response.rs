@@ -22,10 +22,13 @@ use crate::verdict::{Cause, Verdict, grpc_status};
 pub(crate) fn deliver(
     answered: Answered,
     target: &Target<'_>,
-    end: CallEnd,
+    mut end: CallEnd,
 ) -> Response<ProxyBody> {
     match answered.answer {
-        Answer::H2(response, slot) => from_h2(response, slot, answered.guard, target, end),
+        Answer::H2(response, slot, bytes_in) => {
+            end.count_bytes_in(bytes_in);
+            from_h2(response, slot, answered.guard, target, end)
+        }
         Answer::Http1(response) => from_http1(response, answered.guard, target, end),
     }
 }

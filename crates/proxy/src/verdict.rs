@@ -508,7 +508,7 @@ impl Verdict {
     }
 
     /// Whether the attempt may be repeated on another endpoint without any retry policy:
-    /// the backend provably never saw it (SPEC §4's transparent retry).
+    /// the backend provably never saw it (contract §4's transparent retry).
     pub fn transparent_retry(&self) -> bool {
         self.fault == Fault::Upstream
             && self.processing == Processing::NotProcessed

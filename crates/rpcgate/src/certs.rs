@@ -1,4 +1,4 @@
-//! `rpcgate certs`: a development PKI in one command (SPEC §1), instead of the afternoon of
+//! `rpcgate certs`: a development PKI in one command (contract §1), instead of the afternoon of
 //! `openssl` commands the TLS tutorials start with.
 
 use std::path::Path;
@@ -30,7 +30,7 @@ fn quoted(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
 
-/// What was written and how to use it: the config tables of SPEC §2 and a TLS backend.
+/// What was written and how to use it: the config tables of contract §2 and a TLS backend.
 fn summary(dir: &Path, hosts: &[String], paths: &PkiPaths) -> String {
     let hosts: Vec<&str> = hosts
         .iter()

@@ -1,4 +1,4 @@
-//! The command line (SPEC §1), with clap.
+//! The command line (contract §1), with clap.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +44,9 @@ pub struct ConfigArgs {
 /// `rpcgate demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Run the demo over mutual TLS (not implemented yet).
+    /// Run the demo over mutual TLS on both sides: a development PKI, backends that
+    /// require client certificates, a listener that verifies them, and a client
+    /// without a certificate refused.
     #[arg(long)]
     pub tls: bool,
     /// How many backends to start.

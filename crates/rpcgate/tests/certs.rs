@@ -1,4 +1,4 @@
-//! `rpcgate certs` and `rpcgate backend` with TLS, as a user runs them (SPEC §1): the six
+//! `rpcgate certs` and `rpcgate backend` with TLS, as a user runs them (contract §1): the six
 //! PEM files with their modes, no accidental overwrite, `--force`, and a TLS backend from
 //! those files serving a mutual-TLS call, then exiting 0 on SIGTERM.
 //!

@@ -1,4 +1,4 @@
-//! The `rpcgate` binary's commands as a user runs them (SPEC §1): `check`, `run`,
+//! The `rpcgate` binary's commands as a user runs them (contract §1): `check`, `run`,
 //! `backend`, `demo`, with their output and exit codes, and SIGTERM handling.
 //!
 //! Processes are started from the built binary, stopped with `kill -TERM` (the `kill`

@@ -8,13 +8,14 @@
 //! [`Cause::GoingAway`] and [`Cause::Refused`]; anything else may have been processed.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use rpcgate_balance::Endpoint;
 use tokio::time::Instant;
 
 use super::{Answer, Target};
 use crate::headers;
-use crate::request_body::{PumpError, RequestBody, pump_rest};
+use crate::request_body::{BytesIn, PumpError, RequestBody, pump_rest};
 use crate::verdict::{Cause, ConnectFailure};
 
 /// Sends the call to `endpoint` and waits for the response head.
@@ -67,10 +68,13 @@ pub(super) async fn attempt(
             biased;
             result = &mut response => {
                 let response = result.map_err(|error| cause(error, endpoint))?;
+                let mut bytes_in = None;
                 if !body.done_sending() {
-                    tokio::spawn(pump_rest(std::mem::take(body), send));
+                    let counter = BytesIn::new(AtomicU64::new(body.bytes_in));
+                    bytes_in = Some(counter.clone());
+                    tokio::spawn(pump_rest(std::mem::take(body), send, counter));
                 }
-                return Ok(Answer::H2(response, slot));
+                return Ok(Answer::H2(response, slot, bytes_in));
             }
             step = body.pump_step(&mut send), if !body.done_sending() => {
                 if let Err(PumpError::Client(error)) = step {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::call_end::CallEnd;
 use crate::deadline::Deadline;
-use crate::request_body::RequestBody;
+use crate::request_body::{BytesIn, RequestBody};
 use crate::state::{ClusterState, RouteState};
 use crate::upstream::{StreamSlot, Upstreams};
 use crate::verdict::{Cause, Verdict};
@@ -70,8 +70,9 @@ impl Target<'_> {
 
 /// A backend's answer to an attempt: the response head and what streams the rest.
 pub(crate) enum Answer {
-    /// From an HTTP/2 backend; the slot holds the connection's stream count.
-    H2(Response<::h2::RecvStream>, StreamSlot),
+    /// From an HTTP/2 backend; the slot holds the connection's stream count, and the
+    /// counter follows a request body still streaming on its own.
+    H2(Response<::h2::RecvStream>, StreamSlot, Option<BytesIn>),
     /// From an HTTP/1.1 backend.
     Http1(Response<Incoming>),
 }
