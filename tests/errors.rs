@@ -1,4 +1,4 @@
-//! End-to-end errors (contract §3 "Errors the proxy itself produces"): every code the proxy
+//! End-to-end errors (contract §3, the errors the proxy produces): every code the proxy
 //! makes, in the trailers-only shape for gRPC and as HTTP statuses for plain HTTP; the
 //! mapping of an upstream's non-gRPC HTTP errors and of upstream resets; deadlines and
 //! the `grpc-timeout` forwarded upstream; no `server` header.

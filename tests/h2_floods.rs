@@ -1030,7 +1030,7 @@ async fn content_length_without_a_body_is_refused() {
 // A request whose DATA contradicts its content-length can only be found out once the
 // DATA arrives. A streaming proxy may have opened the upstream stream by then; it must
 // reset it, so that the backend never gets a complete request of the wrong length. (The
-// testkit backend cannot tell a reset from a short body, so these use a recording one.)
+// demo backend cannot tell a reset from a short body, so these use a recording one.)
 
 /// What a recording backend saw.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! End-to-end TLS through the proxy (issue 3, contract §2 `[listeners.tls]` and
+//! End-to-end TLS through the proxy (contract §2 `[listeners.tls]` and
 //! `[clusters.tls]`): real rustls clients and TLS backends on 127.0.0.1 around an
 //! in-process proxy whose configuration reads PEM files written by the development PKI.
 //!
@@ -52,7 +52,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// How fast a refused connection must fail (issue 3: "closes at once").
+/// How fast a refused connection must fail (contract §3: "closed at once").
 const FAST: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ pub struct ClusterFile {
     pub protocol: Option<Spanned<String>>,
     /// `:authority` sent to the backends; absent or `""` keeps the client's.
     pub authority: Option<Spanned<String>>,
-    /// TCP connect timeout towards a backend (duration; default:
+    /// Bound on each step of connecting to a backend: TCP, TLS, HTTP/2 handshake (duration; default:
     /// [`crate::defaults::CONNECT_TIMEOUT`]).
     pub connect_timeout: Option<Spanned<String>>,
     /// Ramp-up time of a new or recovered endpoint (duration, `"0s"` = none).

@@ -212,12 +212,13 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// `:authority` sent to the backends instead of the client's, when set.
     pub authority: Option<String>,
-    /// How long a TCP connect to a backend may take. Default: see
+    /// How long each step of connecting to a backend may take (TCP, TLS, the HTTP/2
+    /// handshake). Default: see
     /// [`crate::defaults::CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
     /// Passive health (NGINX `max_fails`/`fail_timeout`). Default: see
     /// [`crate::defaults::PASSIVE_HEALTH_MAX_FAILS`] and
-    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`] ([`PassiveHealth::default`]).
+    /// [`crate::defaults::PASSIVE_HEALTH_FAIL_TIMEOUT`].
     pub passive_health: PassiveHealth,
     /// TLS towards the backends; `Some` exactly when `protocol` is `H2`.
     pub tls: Option<ClusterTls>,

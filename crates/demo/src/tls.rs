@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// How long a client may take to complete its TLS handshake (issue 3: a stalled handshake
+/// How long a client may take to complete its TLS handshake (a stalled handshake
 /// must not hold a connection).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -64,10 +64,19 @@ pub struct AccessRecord {
     pub request_id: Option<String>,
 }
 
+/// What the writer thread is sent.
+#[derive(Debug)]
+enum Entry {
+    /// One formatted line.
+    Line(String),
+    /// Reopen the file (SIGUSR1, after a log rotation moved it away).
+    Reopen,
+}
+
 /// Where finished records go.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    sink: Option<SyncSender<String>>,
+    sink: Option<SyncSender<Entry>>,
     format: LogFormat,
     dropped: Arc<AtomicU64>,
 }
@@ -84,21 +93,15 @@ impl AccessLog {
 
     /// Opens the target and starts the writer thread.
     pub fn open(target: &AccessLogTarget, format: LogFormat) -> std::io::Result<Self> {
-        let writer: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Off => return Ok(Self::off()),
-            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::Stderr => Box::new(std::io::stderr()),
-            AccessLogTarget::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-        };
+        if *target == AccessLogTarget::Off {
+            return Ok(Self::off());
+        }
+        let writer = open_target(target)?;
         let (sink, lines) = sync_channel(QUEUE);
+        let target = target.clone();
         std::thread::Builder::new()
             .name("rpcgate-access-log".into())
-            .spawn(move || write_lines(lines, writer))?;
+            .spawn(move || write_lines(lines, writer, &target))?;
         Ok(Self {
             sink: Some(sink),
             format,
@@ -123,18 +126,61 @@ impl AccessLog {
             LogFormat::Json => format_json(record),
             LogFormat::Text => format_text(record),
         };
-        if let Err(TrySendError::Full(_)) = sink.try_send(line) {
+        if let Err(TrySendError::Full(_)) = sink.try_send(Entry::Line(line)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the writer to reopen a file target (log rotation: `mv` the file, then
+    /// SIGUSR1, as with NGINX). Lines queued before are written to the old file. Standard
+    /// output and error need no reopening.
+    pub fn reopen(&self) {
+        if let Some(sink) = &self.sink
+            && sink.try_send(Entry::Reopen).is_err()
+        {
+            tracing::warn!("the access log writer is behind or gone; the file was not reopened");
         }
     }
 }
 
-fn write_lines(lines: Receiver<String>, writer: Box<dyn Write + Send>) {
+fn open_target(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLogTarget::Stdout | AccessLogTarget::Off => Box::new(std::io::stdout()),
+        AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+        AccessLogTarget::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+    })
+}
+
+fn write_lines(entries: Receiver<Entry>, writer: Box<dyn Write + Send>, target: &AccessLogTarget) {
     let mut out = std::io::BufWriter::new(writer);
-    while let Ok(line) = lines.recv() {
-        let _ = out.write_all(line.as_bytes());
-        while let Ok(line) = lines.try_recv() {
-            let _ = out.write_all(line.as_bytes());
+    while let Ok(entry) = entries.recv() {
+        let mut next = Some(entry);
+        while let Some(entry) = next.take() {
+            match entry {
+                Entry::Line(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Entry::Reopen => {
+                    let _ = out.flush();
+                    if let AccessLogTarget::File(path) = target {
+                        match open_target(target) {
+                            Ok(writer) => {
+                                out = std::io::BufWriter::new(writer);
+                                tracing::info!(path = %path.display(), "access log reopened");
+                            }
+                            Err(error) => {
+                                tracing::error!(path = %path.display(), %error, "cannot reopen the access log; writing on to the old file");
+                            }
+                        }
+                    }
+                }
+            }
+            next = entries.try_recv().ok();
         }
         let _ = out.flush();
     }

@@ -1,12 +1,12 @@
 //! The body types at the proxy's two boundaries.
 //!
 //! - [`ProxyBody`]: every response body rpcgate sends to a client — nothing, one chunk of
-//!   its own making, or a stream from a backend ([`crate::response_body`]). Streams are
+//!   its own making, or a stream from a backend (the `response_body` module). Streams are
 //!   boxed behind the `Body` trait so that this module depends on no other: the response
 //!   writer ([`crate::status`]) and the streaming bodies both build on it.
 //! - [`RequestBodyBox`]: the client's request body, boxed where a call enters the forward
-//!   path ([`crate::call`]), so that other front ends (gRPC-Web) and the client library
-//!   can hand their own bodies to the same attempt logic.
+//!   path (`call::forward`), so that other front ends (gRPC-Web, and later the client
+//!   library) can hand their own bodies to the same attempt logic.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,7 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A client's request body as the attempt logic reads it.
 pub type RequestBodyBox = UnsyncBoxBody<Bytes, BoxError>;
 
-/// A response body streaming from a backend (see [`crate::response_body`]).
+/// A response body streaming from a backend (see the `response_body` module).
 pub(crate) type StreamingBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
 
 /// Every response body rpcgate sends.

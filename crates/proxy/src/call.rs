@@ -1,9 +1,10 @@
 //! One call, top to bottom: route → deadline → headers → attempts → response.
 //!
 //! [`handle`] is the service hyper calls for every request (every HTTP/2 stream is its
-//! own call, so the calls of one client connection spread over all endpoints). It loads
-//! the current [`Generation`](crate::state::Generation) once and runs [`proxy_call`],
-//! whose body is the call sequence with one line per stage; each stage is its own module:
+//! own call, so the calls of one client connection spread over all endpoints); it boxes
+//! the body and hands the request to [`forward`], which contains panics and runs
+//! [`proxy_call`]. That loads the current [`Generation`](crate::state::Generation) once
+//! and reads as the call sequence, one line per stage; each stage is its own module:
 //! [`crate::route`], [`crate::deadline`], [`crate::headers`], [`crate::attempt`],
 //! [`crate::response`]. How the call ended is decided in [`crate::verdict`] and recorded
 //! by [`crate::call_end`]; anything the proxy answers by itself is written by
@@ -194,8 +195,8 @@ fn note_route(end: &mut CallEnd, route: &RouteState) {
     }
 }
 
-/// A connection whose listener the current generation no longer has (a swap removed it):
-/// nothing routes there any more.
+/// A connection whose listener the current generation does not have. Defensive only:
+/// `swap_config` refuses a change to the listener set, so this cannot happen today.
 fn no_listener(generation: &Generation, conn: &ConnCtx, grpc: bool) -> Response<ProxyBody> {
     tracing::warn!(listener = %conn.listener, generation = generation.number, "the listener is not in the current configuration; the call gets no route");
     status::respond(

@@ -210,6 +210,11 @@ impl ProxyHandle {
         Ok(number)
     }
 
+    /// Reopens the access-log file (SIGUSR1 after a rotation moved it away).
+    pub fn reopen_access_log(&self) {
+        self.generations.load().access_log.reopen();
+    }
+
     /// Stops accepting, closes every client connection gracefully, lets calls in flight
     /// finish (up to `server.drain_timeout`), then stops the workers.
     pub async fn shutdown(mut self) {

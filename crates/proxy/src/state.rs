@@ -4,7 +4,8 @@
 //! A [`Generation`] is built from a validated [`Config`] and lives behind an
 //! [`ArcSwap`](arc_swap::ArcSwap) shared by every worker. Each call loads it once when it
 //! starts and holds that `Arc` while it routes, picks and makes its attempts, so a swap
-//! never changes the rules under a call in flight; the next call sees the new generation.
+//! never changes the routes or cluster settings under a call in flight; the next call sees
+//! the new generation.
 //!
 //! Everything is found by name, never by position: a connection knows its listener by
 //! name, a route holds its cluster's `Arc`, and per-worker pools are keyed by endpoint id
@@ -13,10 +14,11 @@
 //!
 //! - a cluster whose configuration did not change is the *same* `Arc<ClusterState>`:
 //!   balancer, endpoint counters, passive-health ejections, EWMA, panic flag, pools;
-//! - a cluster whose endpoints, weights, timeouts or `authority` changed but whose
-//!   policy, passive health and connection settings (protocol, TLS, connect timeout) did
-//!   not keeps its balancer: endpoints that stay keep their state and their pooled
-//!   connections, the set is updated in place;
+//! - a cluster whose endpoints, weights or `authority` changed but whose policy, passive
+//!   health and connection settings (protocol, TLS, connect timeout) did not keeps its
+//!   balancer: endpoints that stay keep their state and their pooled connections, and the
+//!   set is updated in place — the one thing a generation shares with the one before, so
+//!   a call in flight that retries picks from the new set (as it will with discovery);
 //! - anything else starts fresh.
 //!
 //! Listeners' sockets are not part of a generation (binding is [`crate::listen`]'s).
@@ -42,7 +44,7 @@ pub(crate) type Generations = arc_swap::ArcSwap<Generation>;
 /// One configuration generation, ready for the hot path.
 #[derive(Debug)]
 pub(crate) struct Generation {
-    /// 1 for the first, +1 per swap (for logs and the admin API).
+    /// 1 for the first, +1 per swap (for logs, and later the admin API).
     pub(crate) number: u64,
     /// Listeners in file order, found by name.
     listeners: Vec<ListenerState>,
@@ -100,7 +102,7 @@ pub(crate) struct ClusterState {
     pub(crate) protocol: UpstreamProtocol,
     /// `:authority` override towards the backends.
     pub(crate) authority: Option<http::uri::Authority>,
-    /// TCP connect bound.
+    /// Bound on each step of a connect (TCP, TLS, the HTTP/2 handshake).
     pub(crate) connect_timeout: Duration,
     /// Where `ring_hash` takes its key from.
     pub(crate) hash_key: Option<HashKey>,

@@ -74,7 +74,8 @@ impl std::fmt::Debug for UpstreamTls {
 /// Why a connection to a backend could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The TCP connect took longer than the cluster's `connect_timeout`.
+    /// The TCP connect, or the HTTP/2 handshake and its settings round trip, took longer
+    /// than the cluster's `connect_timeout`.
     #[error("connect to {0} timed out")]
     Timeout(String),
     /// The TCP connect failed (refused, unreachable, DNS).

@@ -4,7 +4,7 @@
 //! reset before or after the response head, a non-gRPC HTTP error, a passed deadline, a
 //! client that went away, or simply the backend's final `grpc-status` — is first written
 //! down as a typed [`Cause`]. [`Verdict::new`] then classifies it, in the one table of
-//! this module ([`classify`]), into what every consumer needs:
+//! this module (`classify`), into what every consumer needs:
 //!
 //! - **where the fault came from** ([`Fault`]: client, upstream, proxy, or none),
 //! - **whether the backend may have processed it** ([`Processing`]): only a call that
@@ -119,7 +119,8 @@ pub fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
         .map(Code)
 }
 
-/// Where the fault for a call's end lies (for the breaker, metrics and logs).
+/// Where the fault for a call's end lies (said in the debug log today; the circuit
+/// breaker and metrics are to read it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// No fault: the backend answered OK (or plain HTTP without an error).
@@ -468,12 +469,13 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             H::Ignore,
         ),
+        // Nothing was sent: the backend is not to blame.
         Cause::BadRequest(_) => (
             F::Client,
             No,
             Some(Code::INTERNAL),
             StatusCode::BAD_REQUEST,
-            H::Failure,
+            H::Ignore,
         ),
         Cause::Panicked => (
             F::Proxy,
@@ -516,7 +518,7 @@ impl Verdict {
     }
 
     /// Whether this was a failed connect (the attempt loop does not connect twice to the
-    /// same endpoint, while a refused stream may be retried on a new connection there).
+    /// same endpoint within one call, while a refused stream may be retried there).
     pub fn is_connect_failure(&self) -> bool {
         matches!(self.cause, Cause::Connect { .. })
     }

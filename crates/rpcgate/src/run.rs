@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use rpcgate_proxy::Proxy;
+use rpcgate_proxy::{Proxy, ProxyHandle};
 
 use crate::cli::ConfigArgs;
 
@@ -35,7 +35,7 @@ pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
         for (name, address) in proxy.addresses() {
             tracing::info!(listener = %name, %address, workers = config.server.workers, "listening");
         }
-        let signal = wait_for_stop_signal().await;
+        let signal = wait_for_stop_signal(&proxy).await;
         tracing::info!(%signal, drain_timeout = ?config.server.drain_timeout, "draining");
         proxy.shutdown().await;
         tracing::info!("stopped");
@@ -43,16 +43,20 @@ pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
     })
 }
 
-/// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came. SIGHUP (NGINX's
-/// reload signal) must not kill the proxy, whose default action it is: until reloads are
-/// built, it is logged and the running configuration stays.
-async fn wait_for_stop_signal() -> &'static str {
+/// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came. The other signals an
+/// operator sends must not kill the proxy, whose default action it would be: SIGUSR1
+/// reopens the access-log file (log rotation, as NGINX), SIGUSR2 is logged and ignored,
+/// and SIGHUP (NGINX's reload signal) is logged and the running configuration stays until
+/// reloads are built.
+async fn wait_for_stop_signal(proxy: &ProxyHandle) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";
@@ -64,6 +68,13 @@ async fn wait_for_stop_signal() -> &'static str {
             _ = quit.recv() => return "SIGQUIT",
             _ = hup.recv() => {
                 tracing::warn!("SIGHUP: configuration reload is not implemented yet; the running configuration stays");
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                proxy.reopen_access_log();
+            }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2: ignored");
             }
         }
     }

@@ -181,6 +181,68 @@ async fn run_serves_calls_and_exits_0_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
 }
 
+/// The number of lines in `path` once it has at least one (bounded wait: the access log is
+/// written by the proxy's writer thread, which gives no event to wait on).
+async fn lines_once_written(path: &Path) -> usize {
+    let started = tokio::time::Instant::now();
+    loop {
+        let count = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if count > 0 {
+            return count;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing written to {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Log rotation as with NGINX: move the access log away, send SIGUSR1, and the next lines
+/// go to a new file at the configured path; SIGUSR2 is logged and ignored. Neither stops
+/// the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log_and_sigusr2_is_ignored() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let listen = free_addr();
+    let dir = scratch("cli-rotate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
+    let config = good_config(listen, backend.addr()).replace(
+        "access_log = \"off\"",
+        &format!("access_log = \"{}\"", log.display()),
+    );
+    let path = config_file("rotate.toml", &config);
+    let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
+    let before = lines_once_written(&log).await;
+
+    std::fs::rename(&log, &rotated).unwrap();
+    proxy.signal("USR1");
+    proxy.until_said("access log reopened").await;
+    assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
+    assert!(lines_once_written(&log).await >= 1);
+    assert_eq!(
+        lines_once_written(&rotated).await,
+        before,
+        "the rotated file got later lines"
+    );
+
+    proxy.signal("USR2");
+    proxy.until_said("SIGUSR2: ignored").await;
+    assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
+    proxy.sigterm();
+    let status = proxy.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_1_when_the_listener_cannot_bind() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,9 +8,10 @@
 //! ([`RequestBody::replayable`]), up to [`MAX_ATTEMPTS`]; anything else ends the call.
 //! Every attempt runs under the call's deadline.
 //!
-//! A refused stream may be retried on the same endpoint (the pool then opens another
-//! connection), but after a failed connect the loop stops as soon as the balancer can
-//! only offer endpoints it already tried: a dead cluster fails fast instead of cycling.
+//! A refused stream may be retried on the same endpoint (possibly on the same connection),
+//! but the loop never connects twice to an endpoint whose connect failed in this call: it
+//! stops when the balancer can only offer such endpoints, so a dead cluster fails fast
+//! instead of cycling.
 
 mod h2;
 mod http1;
@@ -39,7 +40,7 @@ pub(crate) const MAX_ATTEMPTS: usize = 5;
 pub(crate) struct Target<'a> {
     /// The route that took the call.
     pub(crate) route: &'a RouteState,
-    /// The route's cluster.
+    /// The route's cluster (`&route.cluster`, for short).
     pub(crate) cluster: &'a ClusterState,
     /// This worker's connections.
     pub(crate) upstreams: &'a Upstreams,
@@ -85,8 +86,9 @@ pub(crate) struct Answered {
     pub(crate) guard: CallGuard,
 }
 
-/// Makes attempts until one is answered or the call must end; the access log's endpoint,
-/// attempt count, `upstream_ms` and `bytes_in` are noted on `end`.
+/// Makes attempts until one is answered or the call must end. Each attempt's endpoint and
+/// the attempt count are noted on `end`, and, for the attempt that is answered,
+/// `upstream_ms` and the request bytes sent so far.
 pub(crate) async fn run(
     target: &Target<'_>,
     parts: &http::request::Parts,
@@ -94,6 +96,7 @@ pub(crate) async fn run(
     end: &mut CallEnd,
 ) -> Result<Answered, Verdict> {
     let mut tried: Vec<u64> = Vec::new();
+    let mut connect_failed: Vec<u64> = Vec::new();
     let mut last: Option<Verdict> = None;
     for _ in 0..MAX_ATTEMPTS {
         let Some(pick) = target.pick(&tried) else {
@@ -102,8 +105,7 @@ pub(crate) async fn run(
             }));
         };
         let endpoint = pick.endpoint;
-        if last.as_ref().is_some_and(Verdict::is_connect_failure) && tried.contains(&endpoint.id())
-        {
+        if connect_failed.contains(&endpoint.id()) {
             break;
         }
         end.attempt_on(endpoint.address());
@@ -132,6 +134,9 @@ pub(crate) async fn run(
                 }
                 tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), reason = %verdict.cause, "attempt never reached the backend");
                 tried.push(endpoint.id());
+                if verdict.is_connect_failure() {
+                    connect_failed.push(endpoint.id());
+                }
                 last = Some(verdict);
                 if !body.replayable() {
                     break;

@@ -103,6 +103,20 @@ impl Running {
         }
     }
 
+    /// Waits (bounded) until the process has printed `needle`; a child's log file gives no
+    /// event to wait on, so it is re-read every 20 ms.
+    pub async fn until_said(&self, needle: &str) {
+        let started = Instant::now();
+        while !self.output().contains(needle) {
+            assert!(
+                started.elapsed() < WAIT,
+                "never said {needle:?}: {}",
+                self.output()
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What it printed so far (stdout and stderr interleaved).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
