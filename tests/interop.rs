@@ -41,3 +41,40 @@ async fn grpcio_client_through_the_proxy() {
     );
     proxy.shutdown().await;
 }
+
+/// grpcio through a route that retries UNAVAILABLE: a flaky backend is retried until OK,
+/// and a grpcio deadline that passes while the backend sleeps reaches the backend as a
+/// cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_is_retried_through_a_flaky_backend_and_its_deadline_cancels_the_backend() {
+    let Some(python) = venv_python_or_skip("interop") else {
+        return;
+    };
+    let b1 = spawn_backend("b1").await.unwrap();
+    let b2 = spawn_backend("b2").await.unwrap();
+    let config = common::OneCluster::backends(&[&b1, &b2])
+        .route(r#"retry = { max_attempts = 3, on = ["unavailable"], base_interval = "10ms" }"#)
+        .cluster("passive_health = { max_fails = 0 }")
+        .build();
+    let proxy = start_proxy(&config);
+
+    let output = run_driver(&python, &proxy.addr.to_string(), &["--resilience"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    // Three attempts of the flaky call and one slow call.
+    assert_eq!(b1.calls() + b2.calls(), 4);
+    // The slow call's backend saw the cancellation of the expired deadline.
+    common::bounded(async {
+        b1.wait_until(|b| b.in_flight() == 0).await;
+        b2.wait_until(|b| b.in_flight() == 0).await;
+    })
+    .await;
+    assert_eq!(b1.cancelled() + b2.cancelled(), 1);
+    proxy.shutdown().await;
+}

@@ -7,6 +7,13 @@ through TARGET (a proxy, or one backend directly) and checks every answer.
 
 Usage: grpcio_client.py TARGET [--min-backends N]
                          [--ca F [--cert F --key F] [--server-name NAME]]
+                         [--resilience]
+
+With --resilience it runs the resilience checks instead (for a proxy whose route retries
+UNAVAILABLE): a flaky backend whose first two attempts fail is retried until OK (the
+answer carries grpc-previous-rpc-attempts), and a call whose 300 ms deadline passes
+while the backend sleeps ends with DEADLINE_EXCEEDED (the caller then checks that the
+backend saw the cancellation).
 
 With --ca the channel is a TLS one (grpc.secure_channel, BoringSSL: a second TLS
 implementation next to rustls) trusting the CA in F; --cert/--key present a client
@@ -221,6 +228,33 @@ class Client:
             return
         raise Mismatch("x-fail-code 5: the call succeeded")
 
+    def flaky_retried(self):
+        reply, call = self.greeter.SayHello.with_call(
+            self.hw.HelloRequest(name="flaky"),
+            timeout=TIMEOUT_S,
+            metadata=[("x-fail-code", "14"), ("x-fail-attempts", "2")],
+        )
+        backend = self.tagged("flaky SayHello, retried", call)
+        expect("flaky SayHello message", reply.message, f"Hello flaky from {backend}")
+        expect(
+            "grpc-previous-rpc-attempts",
+            md_value(call.initial_metadata(), "grpc-previous-rpc-attempts"),
+            "2",
+        )
+
+    def deadline_cancels(self):
+        try:
+            self.greeter.SayHello(
+                self.hw.HelloRequest(name="slow"),
+                timeout=0.3,
+                metadata=[("x-delay-ms", "5000")],
+            )
+        except grpc.RpcError as error:
+            expect("300 ms deadline", error.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            print(f"ok  {'deadline 300 ms':<28} DEADLINE_EXCEEDED")
+            return
+        raise Mismatch("a 300 ms deadline over a 5 s backend delay: the call succeeded")
+
     def pcbook(self):
         token, call = self.auth.Login.with_call(
             self.pc.LoginRequest(username="admin1", password="secret"), timeout=TIMEOUT_S
@@ -261,6 +295,11 @@ def main():
     parser.add_argument(
         "--server-name", help="TLS: check the server certificate against this name"
     )
+    parser.add_argument(
+        "--resilience",
+        action="store_true",
+        help="run the retry and deadline checks instead of the call-kind checks",
+    )
     args = parser.parse_args()
     if args.ca is None and (args.cert or args.key or args.server_name):
         parser.error("--cert, --key and --server-name need --ca")
@@ -271,7 +310,7 @@ def main():
     try:
         generate_stubs(out_dir)
         client = Client(args.target, args)
-        checks = [
+        checks = [client.flaky_retried, client.deadline_cancels] if args.resilience else [
             client.unary,
             client.server_stream,
             client.client_stream,

@@ -62,20 +62,43 @@
 //! **Passive health** follows NGINX's `max_fails`/`fail_timeout` (see [`PassiveHealthPolicy`]);
 //! an active health checker can also mark an endpoint down with
 //! [`Endpoint::set_active_healthy`].
+//!
+//! **Resilience state machines** for the proxy, with the same rules (no I/O, tokio's
+//! clock, atomics on the hot path): [`CircuitBreaker`] (per cluster, gobreaker's
+//! closed/open/half-open over a rolling window; [`BreakerPolicy`], [`BreakerTicket`],
+//! [`Transition`], [`BreakerSnapshot`]), [`Backoff`] (linear or exponential wait before a
+//! retry, capped, optional full jitter), [`RetryBudget`] (retries as a share of a route's
+//! recent calls, with a floor), [`ActiveHealthState`] (consecutive-probe
+//! [`HealthThresholds`] for active health checks) and [`slow_start_factor`] (a new
+//! endpoint's weight ramp).
 
+mod active;
+mod backoff;
 mod balancer;
+mod breaker;
+mod budget;
 mod clock;
 mod endpoint;
 mod ewma;
 mod hash;
 mod passive;
 mod pickers;
+mod slow_start;
 mod tier;
+mod window;
 
+pub use active::{ActiveHealthState, HealthThresholds};
+pub use backoff::{Backoff, BackoffKind};
 pub use balancer::{Balancer, Pick, PickContext, Policy};
+pub use breaker::{
+    Admission, BreakerPolicy, BreakerSnapshot, BreakerState, BreakerTicket, CircuitBreaker,
+    Rejected, Transition,
+};
+pub use budget::{RETRY_BUDGET_MIN, RETRY_BUDGET_WINDOW, RetryBudget};
 pub use endpoint::{CallGuard, Endpoint, EndpointSpec, Metadata, Outcome};
 pub use hash::hash_key;
 pub use passive::PassiveHealthPolicy;
+pub use slow_start::{SLOW_START_FLOOR, slow_start_factor};
 
 /// The peak-EWMA decay time constant τ used by `p2c_ewma` (Linkerd's default, 10 s).
 pub const EWMA_DECAY: std::time::Duration = ewma::TAU;

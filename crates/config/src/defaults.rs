@@ -14,7 +14,9 @@
 
 use std::time::Duration;
 
-use crate::runtime::{AccessLogTarget, ClientAuth, LbPolicy, LogFormat, UpstreamProtocol};
+use crate::runtime::{
+    AccessLogTarget, ClientAuth, LbPolicy, LogFormat, RetryBackoff, UpstreamProtocol,
+};
 
 /// `server.workers`: `0`, one worker thread per CPU (as NGINX's `worker_processes auto`),
 /// so the proxy uses the machine without tuning. Validation resolves it, so
@@ -87,6 +89,38 @@ pub const PASSIVE_HEALTH_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// An endpoint's `weight` (and the weight of the `"host:port"` form): 1, so endpoints
 /// share calls equally unless told otherwise.
 pub const WEIGHT: u32 = 1;
+
+/// `routes.retry.max_attempts`: 3 attempts in all (the contract's listing value): two
+/// retries ride out one restarting backend without tripling a struggling cluster's load.
+pub const RETRY_MAX_ATTEMPTS: u32 = 3;
+
+/// `routes.retry.on`: UNAVAILABLE only, the one code gRPC documents as "safe to retry"
+/// for any call; others (RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, …) must be asked for.
+pub const RETRY_ON: &[u32] = &[14];
+
+/// `routes.retry.backoff`: exponential, as gRPC's own retry policy and Envoy.
+pub const RETRY_BACKOFF: RetryBackoff = RetryBackoff::Exponential;
+
+/// `routes.retry.base_interval`: 25 ms, Envoy's default: short enough to fit a retry into
+/// a typical unary deadline, long enough for a restarted backend to accept again.
+pub const RETRY_BASE_INTERVAL: std::time::Duration = Duration::from_millis(25);
+
+/// `routes.retry.max_interval` when not given: 10 × `base_interval`, Envoy's rule.
+pub fn retry_max_interval(base_interval: Duration) -> Duration {
+    base_interval.saturating_mul(10)
+}
+
+/// `routes.retry.jitter`: on, so the retries of many clients after one outage do not
+/// arrive in lockstep (full jitter, as gRPC and the AWS backoff study recommend).
+pub const RETRY_JITTER: bool = true;
+
+/// `routes.retry.budget_ratio`: 0.2, Linkerd's default: retries add at most 20% load to a
+/// failing cluster.
+pub const RETRY_BUDGET_RATIO: f64 = 0.2;
+
+/// The most attempts a `retry` table may ask for: gRPC's retry policy caps
+/// `maxAttempts` at 5; rpcgate allows up to 10 for slow-restarting fleets.
+pub const RETRY_MAX_ATTEMPTS_LIMIT: u32 = 10;
 
 /// A route's `name` when the file gives none: `"<listener>/<index>"`, which names the
 /// listener in logs and metrics and stays the same as long as the routes keep their order.

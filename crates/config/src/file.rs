@@ -190,7 +190,7 @@ pub struct RetryFile {
     pub max_attempts: Option<Spanned<u32>>,
     /// gRPC status names (snake case) that are retried, e.g. `"unavailable"`.
     pub on: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `exponential | constant`.
+    /// `linear | exponential` (default: [`crate::defaults::RETRY_BACKOFF`]).
     pub backoff: Option<Spanned<String>>,
     /// First backoff interval (duration).
     pub base_interval: Option<Spanned<String>>,
@@ -200,6 +200,9 @@ pub struct RetryFile {
     pub jitter: Option<Spanned<bool>>,
     /// Retries allowed as a share of the route's recent calls.
     pub budget_ratio: Option<Spanned<f64>>,
+    /// How long one attempt may wait for its response head before it is cancelled and,
+    /// if the policy allows, retried (duration; Envoy's name).
+    pub per_try_timeout: Option<Spanned<String>>,
 }
 
 /// `[[clusters]]`.

@@ -177,6 +177,46 @@ pub struct Route {
     pub request_headers: Vec<(String, String)>,
     /// Headers set on the response towards the client (replacing any of the same name).
     pub response_headers: Vec<(String, String)>,
+    /// `retry`: retries beyond the transparent ones, when the route asks for them.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A route's `retry` table: which final gRPC statuses are retried, how often, how far
+/// apart, and within what share of the route's traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (so 1 means no retry). Default: see
+    /// [`crate::defaults::RETRY_MAX_ATTEMPTS`].
+    pub max_attempts: u32,
+    /// The gRPC status codes (numbers) that are retried. Default: see
+    /// [`crate::defaults::RETRY_ON`].
+    pub on: Vec<u32>,
+    /// How the wait between attempts grows. Default: see [`crate::defaults::RETRY_BACKOFF`].
+    pub backoff: RetryBackoff,
+    /// The first wait. Default: see [`crate::defaults::RETRY_BASE_INTERVAL`].
+    pub base_interval: Duration,
+    /// The longest wait. Default: 10 × `base_interval` (see
+    /// [`crate::defaults::retry_max_interval`]).
+    pub max_interval: Duration,
+    /// Each wait is drawn uniformly between 0 and its computed value ("full jitter").
+    /// Default: see [`crate::defaults::RETRY_JITTER`].
+    pub jitter: bool,
+    /// Retries allowed as a share of the route's calls over the last 10 s. Default: see
+    /// [`crate::defaults::RETRY_BUDGET_RATIO`].
+    pub budget_ratio: f64,
+    /// How long one attempt may wait for its response head; `None` = only the call's
+    /// deadline applies.
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// How the wait between retries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryBackoff {
+    /// `base_interval × n`, capped at `max_interval`; with `max_interval = base_interval`
+    /// a fixed wait (go-grpc-middleware's `BackoffLinear`).
+    Linear,
+    /// `base_interval × 2^(n-1)`, capped at `max_interval` (gRPC's and Envoy's).
+    Exponential,
 }
 
 /// The `match` table of a route. Empty matches everything.

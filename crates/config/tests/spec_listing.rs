@@ -110,7 +110,6 @@ fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
         "rpcgate.toml:26:1: listeners.deny is not implemented yet",
         "rpcgate.toml:27:1: listeners.rate_limit is not implemented yet",
         "rpcgate.toml:37:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
-        "rpcgate.toml:43:1: routes.retry is not implemented yet",
         "rpcgate.toml:44:1: routes.rate_limit is not implemented yet",
         "rpcgate.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
         "rpcgate.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
@@ -152,12 +151,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             1,
             "listeners[0].rate_limit",
             "listeners.rate_limit is not implemented yet",
-        ),
-        (
-            43,
-            1,
-            "listeners[0].routes[1].retry",
-            "routes.retry is not implemented yet",
         ),
         (
             44,
@@ -294,7 +287,6 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "listeners.allow",
         "listeners.deny",
         "listeners.rate_limit",
-        "routes.retry",
         "routes.rate_limit",
         "clusters.slow_start",
         "clusters.max_requests",

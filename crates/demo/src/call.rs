@@ -109,8 +109,36 @@ pub(crate) fn requested_failure(md: &MetadataMap) -> Option<Status> {
     })
 }
 
+/// Attempts seen per `x-request-id`, for [`meta::FAIL_ATTEMPTS`] (process-wide, so a
+/// retry on another backend of the same process counts too). Cleared when it grows large:
+/// it only has to remember calls in progress.
+static ATTEMPTS: Mutex<Option<std::collections::HashMap<String, u32>>> = Mutex::new(None);
+
+/// Which attempt of its call (1, 2, …) this request is, when the request counts its
+/// attempts ([`meta::FAIL_ATTEMPTS`] or [`meta::DELAY_ATTEMPTS`]); counted once per request.
+fn attempt_number(headers: &HeaderMap) -> Option<u32> {
+    if !headers.contains_key(meta::FAIL_ATTEMPTS) && !headers.contains_key(meta::DELAY_ATTEMPTS) {
+        return None;
+    }
+    let id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut attempts = ATTEMPTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = attempts.get_or_insert_with(Default::default);
+    if map.len() > 10_000 {
+        map.clear();
+    }
+    let seen = map.entry(id).or_insert(0);
+    *seen += 1;
+    Some(*seen)
+}
+
 /// What the request's metadata asks this call to do.
 struct Plan {
+    /// Past the failing attempts [`meta::FAIL_ATTEMPTS`] asks for: this attempt answers.
+    recovered: bool,
     delay: Option<Duration>,
     fail_now: Option<Status>,
     reset: Option<h2::Reason>,
@@ -125,14 +153,24 @@ fn parse<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
 
 impl Plan {
     fn from_headers(headers: &HeaderMap) -> Self {
-        let fail_now =
-            if headers.contains_key(meta::FAIL_CODE) && !headers.contains_key(meta::FAIL_AFTER) {
-                requested_failure(&MetadataMap::from_headers(headers.clone()))
-            } else {
-                None
-            };
+        let attempt = attempt_number(headers);
+        let within = |key: &str| match (attempt, parse::<u32>(headers, key)) {
+            (Some(attempt), Some(limit)) => attempt <= limit,
+            _ => true,
+        };
+        let fail_now = if headers.contains_key(meta::FAIL_CODE)
+            && !headers.contains_key(meta::FAIL_AFTER)
+            && within(meta::FAIL_ATTEMPTS)
+        {
+            requested_failure(&MetadataMap::from_headers(headers.clone()))
+        } else {
+            None
+        };
         Self {
-            delay: parse(headers, meta::DELAY_MS).map(Duration::from_millis),
+            recovered: !within(meta::FAIL_ATTEMPTS),
+            delay: parse(headers, meta::DELAY_MS)
+                .map(Duration::from_millis)
+                .filter(|_| within(meta::DELAY_ATTEMPTS)),
             fail_now,
             reset: parse::<u32>(headers, meta::RESET_STREAM).map(h2::Reason::from),
             reset_after_frames: parse(headers, meta::RESET_AFTER_FRAMES),
@@ -210,6 +248,11 @@ pub(crate) async fn handle(
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(seen);
     let plan = Plan::from_headers(request.headers());
+    let mut request = request;
+    if plan.recovered {
+        // Streaming methods read the failure from the metadata themselves.
+        request.headers_mut().remove(meta::FAIL_CODE);
+    }
     let echo = plan.echo.then(|| echo_headers(&request));
 
     if let Some(delay) = plan.delay {

@@ -14,6 +14,15 @@ pub const BACKEND_TRAILER: &str = "x-backend-trailer";
 /// `"requested failure"`, before any handler runs (a trailers-only response). With
 /// [`FAIL_AFTER`], the streaming-response methods fail after that many replies instead.
 pub const FAIL_CODE: &str = "x-fail-code";
+/// Request: with [`FAIL_CODE`], fail only the first this many attempts of the call and
+/// answer the next ones: attempts are counted per `x-request-id` across every backend of
+/// the process (the proxy keeps a call's request id on its retries), so a flaky backend
+/// that recovers — or a cluster one of whose attempts fails — can be played through the
+/// proxy.
+pub const FAIL_ATTEMPTS: &str = "x-fail-attempts";
+/// Request: with [`DELAY_MS`], delay only the first this many attempts of the call
+/// (counted as for [`FAIL_ATTEMPTS`]): a backend that is slow once, for per-try timeouts.
+pub const DELAY_ATTEMPTS: &str = "x-delay-attempts";
 /// Request: bytes to return as `grpc-status-details-bin` of a [`FAIL_CODE`] failure.
 pub const FAIL_DETAILS_BIN: &str = "x-fail-details-bin";
 /// Request: with [`FAIL_CODE`], `SayHelloStream` and `SayHelloBidi` send this many

@@ -36,6 +36,8 @@ pub(crate) struct CallEnd {
     active: Option<ActiveCall>,
     /// Attempts made so far (1 + retries).
     pub(crate) attempts: u32,
+    /// Retries made by the route's retry policy (transparent ones not counted).
+    pub(crate) retries: u32,
     /// The count of a request body still streaming when the response head came.
     bytes_in: Option<BytesIn>,
 }
@@ -58,6 +60,7 @@ impl CallEnd {
             status: 200,
             active: Some(active),
             attempts: 0,
+            retries: 0,
             bytes_in: None,
         }
     }

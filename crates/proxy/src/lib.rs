@@ -41,6 +41,7 @@ mod listen;
 mod request_body;
 mod response;
 mod response_body;
+mod retry;
 pub mod route;
 mod server;
 mod state;

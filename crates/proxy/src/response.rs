@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use rpcgate_balance::CallGuard;
 
-use crate::attempt::{Answer, Answered, Target};
+use crate::attempt::{Answer, Answered, Held, Target};
 use crate::body::ProxyBody;
 use crate::call_end::CallEnd;
 use crate::headers;
@@ -25,9 +25,16 @@ pub(crate) fn deliver(
     mut end: CallEnd,
 ) -> Response<ProxyBody> {
     match answered.answer {
-        Answer::H2(response, slot, bytes_in) => {
-            end.count_bytes_in(bytes_in);
-            from_h2(response, slot, answered.guard, target, end)
+        Answer::H2(answer) => {
+            end.count_bytes_in(answer.bytes_in);
+            from_h2(
+                answer.response,
+                answer.slot,
+                answer.first,
+                answered.guard,
+                target,
+                end,
+            )
         }
         Answer::Http1(response) => from_http1(response, answered.guard, target, end),
     }
@@ -36,6 +43,7 @@ pub(crate) fn deliver(
 fn from_h2(
     response: Response<h2::RecvStream>,
     slot: StreamSlot,
+    first: Option<Held>,
     guard: CallGuard,
     target: &Target<'_>,
     mut end: CallEnd,
@@ -48,7 +56,12 @@ fn from_h2(
     }
     // No hop-by-hop scan: the h2 codec refuses a response carrying such headers.
     headers::set_all(&mut head.headers, &target.route.response_headers);
-    if recv.is_end_stream() {
+    if end.retries > 0 {
+        // gRPC's retry design: the client learns how many attempts came before.
+        head.headers
+            .insert("grpc-previous-rpc-attempts", (end.attempts - 1).into());
+    }
+    if first.is_none() && recv.is_end_stream() {
         // Trailers-only (or empty) response: nothing more will come.
         end.finish(
             Verdict::completed(grpc_status(&head.headers), head.status),
@@ -62,7 +75,7 @@ fn from_h2(
     let status = head.status;
     Response::from_parts(
         head,
-        ProxyBody::stream(UpstreamBody::new(recv, status, deadline, end, slot)),
+        ProxyBody::stream(UpstreamBody::new(recv, status, first, deadline, end, slot)),
     )
 }
 

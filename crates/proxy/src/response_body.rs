@@ -16,6 +16,7 @@ use http::StatusCode;
 use http_body::{Body, Frame};
 use tokio::time::Sleep;
 
+use crate::attempt::Held;
 use crate::body::BoxError;
 use crate::call_end::CallEnd;
 use crate::status;
@@ -33,6 +34,8 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     recv: Option<h2::RecvStream>,
+    /// The frame read while the response head was held (retries), yielded first.
+    first: Option<Held>,
     state: State,
     /// The response head's status, for the verdict.
     http_status: StatusCode,
@@ -48,12 +51,14 @@ impl UpstreamBody {
     pub(crate) fn new(
         recv: h2::RecvStream,
         http_status: StatusCode,
+        first: Option<Held>,
         deadline: Option<Pin<Box<Sleep>>>,
         end: CallEnd,
         slot: StreamSlot,
     ) -> Self {
         Self {
             recv: Some(recv),
+            first,
             state: State::Data,
             http_status,
             deadline,
@@ -84,6 +89,28 @@ impl UpstreamBody {
         }
     }
 
+    /// Yields the frame read while the head was held.
+    fn held(&mut self, first: Held) -> Option<Result<Frame<Bytes>, BoxError>> {
+        match first {
+            Held::Data(bytes) => {
+                if let Some(recv) = self.recv.as_mut() {
+                    let _ = recv.flow_control().release_capacity(bytes.len());
+                }
+                self.bytes_out += bytes.len() as u64;
+                Some(Ok(Frame::data(bytes)))
+            }
+            Held::Trailers(trailers) => {
+                self.finish(Verdict::completed(grpc_status(&trailers), self.http_status));
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            Held::End => {
+                self.finish(Verdict::completed(None, self.http_status));
+                None
+            }
+            Held::Broken(error) => self.cut(Cause::BrokenMidStream(error)),
+        }
+    }
+
     fn finish(&mut self, verdict: Verdict) {
         self.state = State::Done;
         self.slot = None;
@@ -110,6 +137,9 @@ impl Body for UpstreamBody {
             && deadline.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(this.cut(Cause::DeadlineMidStream));
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(this.held(first));
         }
         let Some(recv) = this.recv.as_mut() else {
             return Poll::Ready(None);

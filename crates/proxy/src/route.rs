@@ -134,6 +134,7 @@ mod tests {
             timeout: None,
             request_headers: vec![],
             response_headers: vec![],
+            retry: None,
         }
     }
 

@@ -34,6 +34,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::access_log::AccessLog;
 use crate::error::StartError;
+use crate::retry::RetryState;
 use crate::route::Router;
 use crate::tls;
 use crate::upstream::{PoolId, UpstreamTls};
@@ -87,6 +88,8 @@ pub(crate) struct RouteState {
     pub(crate) request_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers set towards the client.
     pub(crate) response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The route's retry policy, budget and counters, when it has one.
+    pub(crate) retry: Option<RetryState>,
 }
 
 /// A cluster, ready for the hot path.
@@ -151,6 +154,7 @@ impl Generation {
                             timeout: route.timeout,
                             request_headers: header_pairs(&route.request_headers)?,
                             response_headers: header_pairs(&route.response_headers)?,
+                            retry: route.retry.as_ref().map(RetryState::new),
                         })
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;

@@ -230,6 +230,9 @@ pub enum Cause {
     },
     /// The call's deadline passed before the response head; the effective timeout.
     DeadlineBeforeHead(Duration),
+    /// One attempt's `per_try_timeout` passed before its response head (the call's
+    /// deadline had not).
+    PerTryTimeout(Duration),
     /// The call's deadline passed while the response was streaming.
     DeadlineMidStream,
     /// The backend's stream broke after the response head went out.
@@ -302,6 +305,12 @@ impl fmt::Display for Cause {
                 write!(
                     f,
                     "deadline exceeded after {timeout:?} waiting for the backend"
+                )
+            }
+            Cause::PerTryTimeout(timeout) => {
+                write!(
+                    f,
+                    "the backend did not answer within per_try_timeout ({timeout:?})"
                 )
             }
             Cause::DeadlineMidStream => {
@@ -421,6 +430,14 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             H::Failure,
         ),
         Cause::DeadlineBeforeHead(_) => (
+            F::Upstream,
+            Maybe,
+            Some(Code::DEADLINE_EXCEEDED),
+            StatusCode::GATEWAY_TIMEOUT,
+            H::Failure,
+        ),
+        // A slow answer counts against the backend like a passed deadline.
+        Cause::PerTryTimeout(_) => (
             F::Upstream,
             Maybe,
             Some(Code::DEADLINE_EXCEEDED),

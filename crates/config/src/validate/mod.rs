@@ -53,7 +53,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.allow",
     "listeners.deny",
     "listeners.rate_limit",
-    "routes.retry",
     "routes.rate_limit",
     "clusters.slow_start",
     "clusters.max_requests",

@@ -6,9 +6,30 @@ use std::time::Duration;
 
 use super::Validator;
 use crate::defaults;
-use crate::file::{HeaderMapFile, MatchFile, RouteFile, Spanned};
+use crate::file::{HeaderMapFile, MatchFile, RetryFile, RouteFile, Spanned};
 use crate::locate::KeyPath;
-use crate::runtime::{Route, RouteMatch};
+use crate::runtime::{RetryBackoff, RetryPolicy, Route, RouteMatch};
+
+/// The gRPC status codes a `retry.on` list may name, as gRPC's status code document
+/// spells them in snake case (OK is not a failure, so it cannot be retried).
+const RETRYABLE_CODES: [(&str, u32); 16] = [
+    ("cancelled", 1),
+    ("unknown", 2),
+    ("invalid_argument", 3),
+    ("deadline_exceeded", 4),
+    ("not_found", 5),
+    ("already_exists", 6),
+    ("permission_denied", 7),
+    ("resource_exhausted", 8),
+    ("failed_precondition", 9),
+    ("aborted", 10),
+    ("out_of_range", 11),
+    ("unimplemented", 12),
+    ("internal", 13),
+    ("unavailable", 14),
+    ("data_loss", 15),
+    ("unauthenticated", 16),
+];
 
 impl Validator<'_> {
     /// Route `index` of `listener`; `clusters` maps cluster names to their index.
@@ -55,9 +76,10 @@ impl Validator<'_> {
             .timeout
             .as_ref()
             .map(|t| self.positive_duration(Some(t), &key.key("timeout"), Duration::ZERO));
-        if let Some(v) = &r.retry {
-            self.not_implemented("routes.retry", &key.key("retry"), &v.span());
-        }
+        let retry = r
+            .retry
+            .as_ref()
+            .map(|v| self.retry(v.get_ref(), &key.key("retry")));
         if let Some(v) = &r.rate_limit {
             self.not_implemented("routes.rate_limit", &key.key("rate_limit"), &v.span());
         }
@@ -78,6 +100,126 @@ impl Validator<'_> {
             timeout,
             request_headers,
             response_headers,
+            retry,
+        }
+    }
+
+    /// A route's `retry` table, with its defaults.
+    fn retry(&mut self, r: &RetryFile, key: &KeyPath) -> RetryPolicy {
+        let max_attempts = match &r.max_attempts {
+            Some(m) if !(1..=defaults::RETRY_MAX_ATTEMPTS_LIMIT).contains(m.get_ref()) => {
+                self.err(
+                    &m.span(),
+                    &key.key("max_attempts"),
+                    format!(
+                        "must be between 1 (no retry) and {}",
+                        defaults::RETRY_MAX_ATTEMPTS_LIMIT
+                    ),
+                );
+                defaults::RETRY_MAX_ATTEMPTS
+            }
+            Some(m) => *m.get_ref(),
+            None => defaults::RETRY_MAX_ATTEMPTS,
+        };
+        let on = match &r.on {
+            None => defaults::RETRY_ON.to_vec(),
+            Some(list) if list.get_ref().is_empty() => {
+                self.err(
+                    &list.span(),
+                    &key.key("on"),
+                    "must name at least one gRPC status, e.g. [\"unavailable\"]",
+                );
+                defaults::RETRY_ON.to_vec()
+            }
+            Some(list) => {
+                let mut codes = Vec::new();
+                for (i, name) in list.get_ref().iter().enumerate() {
+                    let wanted = name.get_ref().trim().to_ascii_lowercase();
+                    match RETRYABLE_CODES.iter().find(|(n, _)| *n == wanted) {
+                        Some((_, code)) if !codes.contains(code) => codes.push(*code),
+                        Some(_) => {}
+                        None => {
+                            let known: Vec<&str> =
+                                RETRYABLE_CODES.iter().map(|(n, _)| *n).collect();
+                            self.err(
+                                &name.span(),
+                                &key.key("on").index(i),
+                                format!(
+                                    "unknown gRPC status {:?}; expected one of {}",
+                                    name.get_ref(),
+                                    known.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                codes
+            }
+        };
+        let backoff = match r.backoff.as_ref() {
+            None => defaults::RETRY_BACKOFF,
+            Some(b) => match b.get_ref().as_str() {
+                "linear" => RetryBackoff::Linear,
+                "exponential" => RetryBackoff::Exponential,
+                other => {
+                    self.err(
+                        &b.span(),
+                        &key.key("backoff"),
+                        format!(
+                            "unknown backoff {other:?}; expected \"linear\" or \"exponential\""
+                        ),
+                    );
+                    defaults::RETRY_BACKOFF
+                }
+            },
+        };
+        let base_interval = self.positive_duration(
+            r.base_interval.as_ref(),
+            &key.key("base_interval"),
+            defaults::RETRY_BASE_INTERVAL,
+        );
+        let max_interval = self.positive_duration(
+            r.max_interval.as_ref(),
+            &key.key("max_interval"),
+            defaults::retry_max_interval(base_interval),
+        );
+        if let Some(m) = &r.max_interval
+            && max_interval < base_interval
+        {
+            self.err(
+                &m.span(),
+                &key.key("max_interval"),
+                format!("must be at least base_interval ({base_interval:?})"),
+            );
+        }
+        let budget_ratio = match &r.budget_ratio {
+            Some(b) if !(*b.get_ref() > 0.0 && *b.get_ref() <= 1.0) => {
+                self.err(
+                    &b.span(),
+                    &key.key("budget_ratio"),
+                    "must be greater than 0 and at most 1 (a share of the route's calls)",
+                );
+                defaults::RETRY_BUDGET_RATIO
+            }
+            Some(b) => *b.get_ref(),
+            None => defaults::RETRY_BUDGET_RATIO,
+        };
+        let per_try_timeout = r
+            .per_try_timeout
+            .as_ref()
+            .map(|t| self.positive_duration(Some(t), &key.key("per_try_timeout"), Duration::ZERO));
+        RetryPolicy {
+            max_attempts,
+            on,
+            backoff,
+            base_interval,
+            max_interval,
+            jitter: r
+                .jitter
+                .as_ref()
+                .map_or(defaults::RETRY_JITTER, |j| *j.get_ref()),
+            budget_ratio,
+            per_try_timeout,
         }
     }
 

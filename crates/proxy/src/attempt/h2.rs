@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use rpcgate_balance::Endpoint;
 use tokio::time::Instant;
 
-use super::{Answer, Target};
+use super::{Answer, H2Answer, Held, PolicyAttempt, Target};
 use crate::headers;
 use crate::request_body::{BytesIn, PumpError, RequestBody, pump_rest};
 use crate::verdict::{Cause, ConnectFailure};
@@ -24,6 +24,7 @@ pub(super) async fn attempt(
     parts: &http::request::Parts,
     body: &mut RequestBody,
     endpoint: &Arc<Endpoint>,
+    policy: Option<PolicyAttempt>,
 ) -> Result<Answer, Cause> {
     let cluster = target.cluster;
     let slot = target
@@ -42,7 +43,7 @@ pub(super) async fn attempt(
     let time_left = target
         .deadline
         .map(|deadline| deadline.at.saturating_duration_since(Instant::now()));
-    let request = headers::h2_request(
+    let mut request = headers::h2_request(
         parts,
         target.authority.as_ref(),
         endpoint.address(),
@@ -50,6 +51,12 @@ pub(super) async fn attempt(
         time_left,
     )
     .map_err(Cause::BadRequest)?;
+    if let Some(previous) = policy.map(|p| p.previous).filter(|n| *n > 0) {
+        // gRPC's retry design: a retried attempt says how many came before it.
+        request
+            .headers_mut()
+            .insert("grpc-previous-rpc-attempts", previous.into());
+    }
     let sender = slot.sender();
     let mut sender = sender.ready().await.map_err(|error| {
         slot.mark_closed();
@@ -74,7 +81,17 @@ pub(super) async fn attempt(
                     bytes_in = Some(counter.clone());
                     tokio::spawn(pump_rest(std::mem::take(body), send, counter));
                 }
-                return Ok(Answer::H2(response, slot, bytes_in));
+                let mut response = response;
+                let first = match policy {
+                    Some(policy) if policy.hold => hold(response.body_mut()).await,
+                    _ => None,
+                };
+                return Ok(Answer::H2(H2Answer {
+                    response,
+                    slot,
+                    bytes_in,
+                    first,
+                }));
             }
             step = body.pump_step(&mut send), if !body.done_sending() => {
                 if let Err(PumpError::Client(error)) = step {
@@ -85,6 +102,24 @@ pub(super) async fn attempt(
             }
         }
     }
+}
+
+/// Holds a response head while a retry is still possible: reads up to the first message or
+/// the end of the stream, so a call that fails before sending any message can still be
+/// retried. `None` when the head ended the stream (trailers-only).
+async fn hold(recv: &mut h2::RecvStream) -> Option<Held> {
+    if recv.is_end_stream() {
+        return None;
+    }
+    Some(match std::future::poll_fn(|cx| recv.poll_data(cx)).await {
+        Some(Ok(bytes)) => Held::Data(bytes),
+        Some(Err(error)) => Held::Broken(error),
+        None => match std::future::poll_fn(|cx| recv.poll_trailers(cx)).await {
+            Ok(Some(trailers)) => Held::Trailers(trailers),
+            Ok(None) => Held::End,
+            Err(error) => Held::Broken(error),
+        },
+    })
 }
 
 /// What an h2 error before the response head means.

@@ -18,7 +18,9 @@ mod http1;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::Response;
 use hyper::body::Incoming;
 use rpcgate_balance::{CallGuard, Endpoint, Pick, PickContext};
@@ -28,12 +30,15 @@ use tokio::time::Instant;
 use crate::call_end::CallEnd;
 use crate::deadline::Deadline;
 use crate::request_body::{BytesIn, RequestBody};
+use crate::retry::Retrier;
 use crate::state::{ClusterState, RouteState};
 use crate::upstream::{StreamSlot, Upstreams};
-use crate::verdict::{Cause, Verdict};
+use crate::verdict::{Cause, Verdict, grpc_status};
 
-/// Most attempts one call makes (1 + transparent retries).
+/// Most attempts one call makes without a retry policy (1 + transparent retries).
 pub(crate) const MAX_ATTEMPTS: usize = 5;
+/// Extra attempts a retry policy may add (its `max_attempts` is at most this).
+const RETRY_ATTEMPTS_LIMIT: usize = rpcgate_config::defaults::RETRY_MAX_ATTEMPTS_LIMIT as usize;
 
 /// Where a call goes and under which limits: everything an attempt needs besides the
 /// request itself.
@@ -71,11 +76,67 @@ impl Target<'_> {
 
 /// A backend's answer to an attempt: the response head and what streams the rest.
 pub(crate) enum Answer {
-    /// From an HTTP/2 backend; the slot holds the connection's stream count, and the
-    /// counter follows a request body still streaming on its own.
-    H2(Response<::h2::RecvStream>, StreamSlot, Option<BytesIn>),
+    /// From an HTTP/2 backend.
+    H2(H2Answer),
     /// From an HTTP/1.1 backend.
     Http1(Response<Incoming>),
+}
+
+/// An HTTP/2 backend's answer.
+pub(crate) struct H2Answer {
+    /// The response head and its stream.
+    pub(crate) response: Response<::h2::RecvStream>,
+    /// Holds the connection's stream count until the stream is over.
+    pub(crate) slot: StreamSlot,
+    /// Follows a request body still streaming on its own.
+    pub(crate) bytes_in: Option<BytesIn>,
+    /// The first frame after the head, read while a retry was still possible (the
+    /// response head is held until the first message or the end of the stream).
+    pub(crate) first: Option<Held>,
+}
+
+/// What came after a held response head.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// The first message's bytes: the response goes to the client.
+    Data(Bytes),
+    /// Trailers before any message.
+    Trailers(http::HeaderMap),
+    /// The end of the stream, without trailers.
+    End,
+    /// The stream broke before any message.
+    Broken(::h2::Error),
+}
+
+impl H2Answer {
+    /// How the answer ended, if it ended before anything could go to the client (a
+    /// trailers-only response, trailers or a reset before the first message, a non-gRPC
+    /// HTTP error): what a retry policy decides on. A broken stream's error is taken out,
+    /// so the caller answers the client from the verdict if it does not retry.
+    fn ended(&mut self, grpc: bool) -> Option<Verdict> {
+        let head = &self.response;
+        if grpc
+            && head.status() != http::StatusCode::OK
+            && !head.headers().contains_key("grpc-status")
+        {
+            return Some(Verdict::new(Cause::UpstreamHttpError(head.status())));
+        }
+        match &self.first {
+            None if self.response.body().is_end_stream() => Some(Verdict::completed(
+                grpc_status(head.headers()),
+                head.status(),
+            )),
+            None | Some(Held::Data(_)) => None,
+            Some(Held::Trailers(trailers)) => {
+                Some(Verdict::completed(grpc_status(trailers), head.status()))
+            }
+            Some(Held::End) => Some(Verdict::completed(None, head.status())),
+            Some(Held::Broken(_)) => match self.first.take() {
+                Some(Held::Broken(error)) => Some(Verdict::new(Cause::BrokenMidStream(error))),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The attempt that answered.
@@ -86,19 +147,24 @@ pub(crate) struct Answered {
     pub(crate) guard: CallGuard,
 }
 
-/// Makes attempts until one is answered or the call must end. Each attempt's endpoint and
-/// the attempt count are noted on `end`, and, for the attempt that is answered,
-/// `upstream_ms` and the request bytes sent so far.
+/// Makes attempts until one is answered or the call must end: transparent retries for
+/// attempts that never reached a backend, and, on a route with a `retry` table, retries
+/// by policy ([`crate::retry`]). Each attempt's endpoint and the attempt count are noted
+/// on `end`, and, for the attempt that is answered, `upstream_ms` and the request bytes
+/// sent so far.
 pub(crate) async fn run(
     target: &Target<'_>,
     parts: &http::request::Parts,
     body: &mut RequestBody,
     end: &mut CallEnd,
 ) -> Result<Answered, Verdict> {
+    let mut retrier = target.route.retry.as_ref().map(Retrier::start);
+    let most = MAX_ATTEMPTS + retrier.as_ref().map_or(0, |_| RETRY_ATTEMPTS_LIMIT);
+    let route = &*target.route.name;
     let mut tried: Vec<u64> = Vec::new();
     let mut connect_failed: Vec<u64> = Vec::new();
     let mut last: Option<Verdict> = None;
-    for _ in 0..MAX_ATTEMPTS {
+    for _ in 0..most {
         let Some(pick) = target.pick(&tried) else {
             return Err(Verdict::new(Cause::NoEndpoint {
                 cluster: target.cluster.name.clone(),
@@ -111,43 +177,125 @@ pub(crate) async fn run(
         end.attempt_on(endpoint.address());
         let guard = endpoint.start_call();
         let attempt_started = Instant::now();
-        let attempt = attempt_once(target, parts, body, &endpoint);
-        let result = match target.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.at, attempt)
+        let retrying = retrier.as_ref().map(|r| PolicyAttempt {
+            hold: r.may_retry(body.replayable()),
+            previous: end.attempts - 1,
+        });
+        let attempt = attempt_once(target, parts, body, &endpoint, retrying);
+        let per_try = retrier.as_ref().and_then(Retrier::per_try_timeout);
+        let result = match attempt_limit(target.deadline, per_try) {
+            Some((at, expired)) => tokio::time::timeout_at(at, attempt)
                 .await
-                .unwrap_or(Err(Cause::DeadlineBeforeHead(deadline.timeout))),
+                .unwrap_or(Err(expired)),
             None => attempt.await,
         };
-        match result {
-            Ok(answer) => {
-                if let Some(record) = &mut end.record {
-                    record.upstream_ms = Some(attempt_started.elapsed().as_secs_f64() * 1e3);
-                    record.bytes_in = body.bytes_in;
+        let cause = match result {
+            Ok(Answer::H2(mut answer)) if retrier.is_some() => {
+                let Some(verdict) = answer.ended(end.grpc) else {
+                    return Ok(answered(
+                        Answer::H2(answer),
+                        guard,
+                        attempt_started,
+                        body,
+                        end,
+                    ));
+                };
+                let delay = retrier
+                    .as_mut()
+                    .and_then(|r| r.after(&verdict, body.replayable(), target.deadline, route));
+                match delay {
+                    Some(delay) => {
+                        verdict.settle(guard);
+                        tried.push(endpoint.id());
+                        end.retries += 1;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    // The answer stands, unless its error was taken out of it.
+                    None if matches!(verdict.cause, Cause::BrokenMidStream(_)) => {
+                        verdict.settle(guard);
+                        return Err(verdict);
+                    }
+                    None => {
+                        return Ok(answered(
+                            Answer::H2(answer),
+                            guard,
+                            attempt_started,
+                            body,
+                            end,
+                        ));
+                    }
                 }
-                return Ok(Answered { answer, guard });
             }
-            Err(cause) => {
-                let verdict = Verdict::new(cause);
-                verdict.settle(guard);
-                if !verdict.transparent_retry() {
-                    return Err(verdict);
-                }
-                tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), reason = %verdict.cause, "attempt never reached the backend");
-                tried.push(endpoint.id());
-                if verdict.is_connect_failure() {
-                    connect_failed.push(endpoint.id());
-                }
-                last = Some(verdict);
-                if !body.replayable() {
-                    break;
-                }
+            Ok(answer) => return Ok(answered(answer, guard, attempt_started, body, end)),
+            Err(cause) => cause,
+        };
+        let verdict = Verdict::new(cause);
+        verdict.settle(guard);
+        if verdict.transparent_retry() {
+            tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), reason = %verdict.cause, "attempt never reached the backend");
+            tried.push(endpoint.id());
+            if verdict.is_connect_failure() {
+                connect_failed.push(endpoint.id());
             }
+            last = Some(verdict);
+            if !body.replayable() {
+                break;
+            }
+            continue;
         }
+        let delay = retrier
+            .as_mut()
+            .and_then(|r| r.after(&verdict, body.replayable(), target.deadline, route));
+        let Some(delay) = delay else {
+            return Err(verdict);
+        };
+        tried.push(endpoint.id());
+        end.retries += 1;
+        tokio::time::sleep(delay).await;
     }
     Err(Verdict::new(Cause::NoBackendTookIt {
         cluster: target.cluster.name.clone(),
         last: last.map(|verdict| Box::new(verdict.cause)),
     }))
+}
+
+/// Notes the answering attempt on `end` and hands it on.
+fn answered(
+    answer: Answer,
+    guard: CallGuard,
+    attempt_started: Instant,
+    body: &RequestBody,
+    end: &mut CallEnd,
+) -> Answered {
+    if let Some(record) = &mut end.record {
+        record.upstream_ms = Some(attempt_started.elapsed().as_secs_f64() * 1e3);
+        record.bytes_in = body.bytes_in;
+    }
+    Answered { answer, guard }
+}
+
+/// When an attempt must have its answer, and what it is if it has not: the call's
+/// deadline, or the route's `per_try_timeout` when that comes first.
+fn attempt_limit(
+    deadline: Option<Deadline>,
+    per_try: Option<Duration>,
+) -> Option<(Instant, Cause)> {
+    let per_try = per_try.map(|timeout| (Instant::now() + timeout, Cause::PerTryTimeout(timeout)));
+    match (deadline, per_try) {
+        (Some(d), Some((at, cause))) if at < d.at => Some((at, cause)),
+        (Some(d), _) => Some((d.at, Cause::DeadlineBeforeHead(d.timeout))),
+        (None, per_try) => per_try,
+    }
+}
+
+/// What an attempt on a route with a retry policy does differently.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PolicyAttempt {
+    /// Hold the response head until the first message or the end of the stream.
+    pub(crate) hold: bool,
+    /// Attempts made before this one (sent as `grpc-previous-rpc-attempts` when > 0).
+    pub(crate) previous: u32,
 }
 
 /// One attempt with the cluster's protocol.
@@ -156,13 +304,14 @@ async fn attempt_once(
     parts: &http::request::Parts,
     body: &mut RequestBody,
     endpoint: &Arc<Endpoint>,
+    policy: Option<PolicyAttempt>,
 ) -> Result<Answer, Cause> {
     match target.cluster.protocol {
         // The HTTP/1.1 client's future is large and rare on gRPC paths: boxed, it does not
         // inflate every call's future.
         UpstreamProtocol::Http1 => Box::pin(http1::attempt(target, parts, body, endpoint)).await,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            h2::attempt(target, parts, body, endpoint).await
+            h2::attempt(target, parts, body, endpoint, policy).await
         }
     }
 }
