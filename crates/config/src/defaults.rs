@@ -122,6 +122,26 @@ pub const RETRY_BUDGET_RATIO: f64 = 0.2;
 /// `maxAttempts` at 5; rpcgate allows up to 10 for slow-restarting fleets.
 pub const RETRY_MAX_ATTEMPTS_LIMIT: u32 = 10;
 
+/// `clusters.circuit_breaker.failure_ratio`: 0.6, the walkthrough's gobreaker
+/// `ReadyToTrip` (failures / requests ≥ 0.6): most calls failing, not a few.
+pub const BREAKER_FAILURE_RATIO: f64 = 0.6;
+
+/// `clusters.circuit_breaker.min_requests`: 10, so two unlucky calls on a quiet cluster
+/// do not open it.
+pub const BREAKER_MIN_REQUESTS: u32 = 10;
+
+/// `clusters.circuit_breaker.window`: 10 s, long enough to hold `min_requests` calls on a
+/// modest service, short enough to forget an old incident.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(10);
+
+/// `clusters.circuit_breaker.open_duration`: 5 s (the walkthrough's gobreaker `Timeout`
+/// is 4 s): a restarting backend gets a few seconds without traffic.
+pub const BREAKER_OPEN_DURATION: Duration = Duration::from_secs(5);
+
+/// `clusters.circuit_breaker.half_open_requests`: 3, the walkthrough's gobreaker
+/// `MaxRequests`: three trial calls in a row must succeed before traffic flows again.
+pub const BREAKER_HALF_OPEN_REQUESTS: u32 = 3;
+
 /// A route's `name` when the file gives none: `"<listener>/<index>"`, which names the
 /// listener in logs and metrics and stays the same as long as the routes keep their order.
 pub fn route_name(listener: &str, index: usize) -> String {

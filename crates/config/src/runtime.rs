@@ -262,6 +262,29 @@ pub struct Cluster {
     pub passive_health: PassiveHealth,
     /// TLS towards the backends; `Some` exactly when `protocol` is `H2`.
     pub tls: Option<ClusterTls>,
+    /// `max_requests`: calls in flight allowed to the cluster; `None` = unlimited (`0`).
+    pub max_requests: Option<u64>,
+    /// `circuit_breaker`, when the cluster has one.
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// A cluster's `circuit_breaker` (the gobreaker model over a rolling window).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreaker {
+    /// Failed share of the calls in the window that opens the circuit. Default: see
+    /// [`crate::defaults::BREAKER_FAILURE_RATIO`].
+    pub failure_ratio: f64,
+    /// Calls that must have ended in the window before the ratio counts. Default: see
+    /// [`crate::defaults::BREAKER_MIN_REQUESTS`].
+    pub min_requests: u32,
+    /// The rolling window. Default: see [`crate::defaults::BREAKER_WINDOW`].
+    pub window: Duration,
+    /// How long an open circuit rejects calls. Default: see
+    /// [`crate::defaults::BREAKER_OPEN_DURATION`].
+    pub open_duration: Duration,
+    /// Trial calls let through half-open; that many consecutive successes close it.
+    /// Default: see [`crate::defaults::BREAKER_HALF_OPEN_REQUESTS`].
+    pub half_open_requests: u32,
 }
 
 /// One backend address with its weight.

@@ -1,4 +1,4 @@
-//! One call, top to bottom: route → deadline → headers → attempts → response.
+//! One call, top to bottom: route → deadline → admission → headers → attempts → response.
 //!
 //! [`handle`] is the service hyper calls for every request (every HTTP/2 stream is its
 //! own call, so the calls of one client connection spread over all endpoints); it boxes
@@ -27,6 +27,7 @@ use rpcgate_config::HashKey;
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
+use crate::admission;
 use crate::attempt::{self, Target};
 use crate::body::{BoxError, ProxyBody, RequestBodyBox};
 use crate::call_end::CallEnd;
@@ -121,7 +122,12 @@ async fn proxy_call(
     note_route(&mut end, route);
     // 2. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
-    // 3. headers
+    // 3. admission: max_requests and the circuit breaker
+    match admission::admit(&route.cluster) {
+        Ok(admitted) => end.admitted(admitted),
+        Err(verdict) => return end.respond(verdict),
+    }
+    // 4. headers
     headers::prepare_request(
         &mut parts.headers,
         parts.version,
@@ -136,13 +142,13 @@ async fn proxy_call(
         deadline,
         authority: route.cluster.authority.clone().or(authority),
     };
-    // 4. attempts
+    // 5. attempts
     let mut body = RequestBody::new(body);
     let answered = match attempt::run(&target, &parts, &mut body, &mut end).await {
         Ok(answered) => answered,
         Err(verdict) => return end.respond(verdict),
     };
-    // 5. response
+    // 6. response
     response::deliver(answered, &target, end)
 }
 

@@ -14,6 +14,7 @@ use rpcgate_balance::CallGuard;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::admission::Admitted;
 use crate::body::ProxyBody;
 use crate::conn::ActiveCall;
 use crate::request_body::BytesIn;
@@ -40,6 +41,8 @@ pub(crate) struct CallEnd {
     pub(crate) retries: u32,
     /// The count of a request body still streaming when the response head came.
     bytes_in: Option<BytesIn>,
+    /// The cluster's admission (in-flight slot, breaker ticket), told the verdict at the end.
+    admitted: Option<Admitted>,
 }
 
 impl CallEnd {
@@ -62,12 +65,18 @@ impl CallEnd {
             attempts: 0,
             retries: 0,
             bytes_in: None,
+            admitted: None,
         }
     }
 
     /// Keeps the answering attempt's guard until the call ends.
     pub(crate) fn hold(&mut self, guard: CallGuard) {
         self.guard = Some(guard);
+    }
+
+    /// Keeps the cluster's admission until the call ends.
+    pub(crate) fn admitted(&mut self, admitted: Option<Admitted>) {
+        self.admitted = admitted;
     }
 
     /// Follows a request body that streams on after the response head: the access log
@@ -101,6 +110,9 @@ impl CallEnd {
         if let Some(guard) = self.guard.take() {
             verdict.settle(guard);
         }
+        if let Some(admitted) = self.admitted.take() {
+            admitted.finish(verdict);
+        }
         if let Some(mut record) = self.record.take() {
             record.status = self.status;
             record.grpc_status = if self.grpc {
@@ -126,7 +138,7 @@ impl CallEnd {
 
 impl Drop for CallEnd {
     fn drop(&mut self) {
-        if self.guard.is_some() || self.record.is_some() {
+        if self.guard.is_some() || self.record.is_some() || self.admitted.is_some() {
             self.complete(&Verdict::new(Cause::ClientGone), 0);
         }
     }

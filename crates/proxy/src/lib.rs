@@ -29,6 +29,7 @@
 //!    the [`access_log`]; [`status`] is the only writer of the proxy's own responses.
 
 pub mod access_log;
+mod admission;
 mod attempt;
 pub mod body;
 mod call;

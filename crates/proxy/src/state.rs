@@ -28,11 +28,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use rpcgate_balance::{Balancer, EndpointSpec, PassiveHealthPolicy, Policy};
+use rpcgate_balance::{
+    Balancer, BreakerPolicy, CircuitBreaker, EndpointSpec, PassiveHealthPolicy, Policy,
+};
 use rpcgate_config::{Cluster, Config, HashKey, LbPolicy, UpstreamProtocol};
 use tokio_rustls::TlsConnector;
 
 use crate::access_log::AccessLog;
+use crate::admission::InFlightLimit;
 use crate::error::StartError;
 use crate::retry::RetryState;
 use crate::route::Router;
@@ -113,6 +116,10 @@ pub(crate) struct ClusterState {
     pub(crate) tls: Option<UpstreamTls>,
     /// Whether the last pick was in panic mode, so the log says it once per episode.
     pub(crate) in_panic: AtomicBool,
+    /// `max_requests`, when set.
+    pub(crate) max_requests: Option<InFlightLimit>,
+    /// The circuit breaker, when configured.
+    pub(crate) breaker: Option<CircuitBreaker>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -271,6 +278,16 @@ impl ClusterState {
             hash_key,
             tls,
             in_panic: AtomicBool::new(false),
+            max_requests: config.max_requests.map(InFlightLimit::new),
+            breaker: config.circuit_breaker.map(|b| {
+                CircuitBreaker::new(BreakerPolicy {
+                    failure_ratio: b.failure_ratio,
+                    min_requests: b.min_requests,
+                    window: b.window,
+                    open_duration: b.open_duration,
+                    half_open_requests: b.half_open_requests,
+                })
+            }),
             config: config.clone(),
         }))
     }

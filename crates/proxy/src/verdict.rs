@@ -250,6 +250,20 @@ pub enum Cause {
     BadRequest(http::Error),
     /// A call's task panicked (a bug in rpcgate); the process keeps running.
     Panicked,
+    /// The cluster's circuit breaker is open (or half-open with its trials in flight).
+    CircuitOpen {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// How long until it lets a trial through (zero: when a trial ends).
+        retry_after: Duration,
+    },
+    /// The cluster has `max_requests` calls in flight already.
+    AtMaxRequests {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// Its `max_requests`.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -330,6 +344,25 @@ impl fmt::Display for Cause {
             Cause::ClientGone => f.write_str("client went away"),
             Cause::BadRequest(error) => write!(f, "bad request: {error}"),
             Cause::Panicked => f.write_str("internal error in rpcgate while handling the call"),
+            Cause::CircuitOpen {
+                cluster,
+                retry_after,
+            } if retry_after.is_zero() => write!(
+                f,
+                "the circuit breaker of cluster {cluster} is half-open and its trial calls are in flight"
+            ),
+            Cause::CircuitOpen {
+                cluster,
+                retry_after,
+            } => write!(
+                f,
+                "the circuit breaker of cluster {cluster} is open: calls are refused for another {:.1}s",
+                retry_after.as_secs_f64()
+            ),
+            Cause::AtMaxRequests { cluster, limit } => write!(
+                f,
+                "cluster {cluster} is at max_requests ({limit} calls in flight)"
+            ),
         }
     }
 }
@@ -501,6 +534,14 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             StatusCode::INTERNAL_SERVER_ERROR,
             H::Ignore,
         ),
+        // The proxy sparing a cluster: no backend saw the call.
+        Cause::CircuitOpen { .. } | Cause::AtMaxRequests { .. } => (
+            F::Proxy,
+            No,
+            Some(Code::UNAVAILABLE),
+            unavailable,
+            H::Ignore,
+        ),
     }
 }
 
@@ -538,6 +579,18 @@ impl Verdict {
     /// same endpoint within one call, while a refused stream may be retried there).
     pub fn is_connect_failure(&self) -> bool {
         matches!(self.cause, Cause::Connect { .. })
+    }
+
+    /// What the circuit breaker makes of the call's end: `Some(true)` a failure (those of
+    /// passive health, every connect failing, and DEADLINE_EXCEEDED, contract §4),
+    /// `Some(false)` a success, `None` nothing (the client went away).
+    pub fn breaker_failure(&self) -> Option<bool> {
+        match (&self.cause, self.health) {
+            (Cause::ClientCancelled(_) | Cause::ClientGone, _) => None,
+            (Cause::NoBackendTookIt { .. } | Cause::NoEndpoint { .. }, _) => Some(true),
+            (_, Health::Failure) => Some(true),
+            _ => Some(self.code == Some(Code::DEADLINE_EXCEEDED)),
+        }
     }
 
     /// Whether the call went wrong (anything but a completed call): worth a debug line.

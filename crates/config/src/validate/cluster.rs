@@ -5,10 +5,11 @@ use std::ops::Range;
 
 use super::Validator;
 use crate::defaults;
-use crate::file::{ClusterFile, EndpointFile, Spanned};
+use crate::file::{CircuitBreakerFile, ClusterFile, EndpointFile, Spanned};
 use crate::locate::KeyPath;
 use crate::runtime::{
-    Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth, UpstreamProtocol,
+    CircuitBreaker, Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth,
+    UpstreamProtocol,
 };
 
 impl Validator<'_> {
@@ -114,9 +115,11 @@ impl Validator<'_> {
                 self.not_implemented("clusters.slow_start", &k, &s.span());
             }
         }
-        if let Some(m) = c.max_requests.as_ref().filter(|m| *m.get_ref() != 0) {
-            self.not_implemented("clusters.max_requests", &key.key("max_requests"), &m.span());
-        }
+        let max_requests = c
+            .max_requests
+            .as_ref()
+            .map(|m| *m.get_ref())
+            .filter(|m| *m != 0);
         let mut passive_health = PassiveHealth {
             max_fails: defaults::PASSIVE_HEALTH_MAX_FAILS,
             fail_timeout: defaults::PASSIVE_HEALTH_FAIL_TIMEOUT,
@@ -140,10 +143,10 @@ impl Validator<'_> {
                 &v.span(),
             );
         }
-        if let Some(v) = &c.circuit_breaker {
-            let k = key.key("circuit_breaker");
-            self.not_implemented("clusters.circuit_breaker", &k, &v.span());
-        }
+        let circuit_breaker = c
+            .circuit_breaker
+            .as_ref()
+            .map(|b| self.circuit_breaker(b.get_ref(), &key.key("circuit_breaker")));
         if let Some(d) = &c.discovery {
             let k = key.key("discovery");
             self.not_implemented("clusters.discovery", &k, &d.span());
@@ -163,6 +166,47 @@ impl Validator<'_> {
             connect_timeout,
             passive_health,
             tls,
+            max_requests,
+            circuit_breaker,
+        }
+    }
+
+    /// A cluster's `circuit_breaker` table, with its defaults.
+    fn circuit_breaker(&mut self, b: &CircuitBreakerFile, key: &KeyPath) -> CircuitBreaker {
+        let failure_ratio = match &b.failure_ratio {
+            Some(r) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 1.0) => {
+                self.err(
+                    &r.span(),
+                    &key.key("failure_ratio"),
+                    "must be greater than 0 and at most 1 (the failed share of the window's calls)",
+                );
+                defaults::BREAKER_FAILURE_RATIO
+            }
+            Some(r) => *r.get_ref(),
+            None => defaults::BREAKER_FAILURE_RATIO,
+        };
+        CircuitBreaker {
+            failure_ratio,
+            min_requests: self.at_least_one(
+                b.min_requests.as_ref(),
+                &key.key("min_requests"),
+                defaults::BREAKER_MIN_REQUESTS,
+            ),
+            window: self.positive_duration(
+                b.window.as_ref(),
+                &key.key("window"),
+                defaults::BREAKER_WINDOW,
+            ),
+            open_duration: self.positive_duration(
+                b.open_duration.as_ref(),
+                &key.key("open_duration"),
+                defaults::BREAKER_OPEN_DURATION,
+            ),
+            half_open_requests: self.at_least_one(
+                b.half_open_requests.as_ref(),
+                &key.key("half_open_requests"),
+                defaults::BREAKER_HALF_OPEN_REQUESTS,
+            ),
         }
     }
 

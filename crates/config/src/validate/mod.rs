@@ -55,9 +55,7 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.rate_limit",
     "routes.rate_limit",
     "clusters.slow_start",
-    "clusters.max_requests",
     "clusters.active_health",
-    "clusters.circuit_breaker",
     "clusters.discovery",
 ];
 

@@ -1,0 +1,90 @@
+//! `max_requests` and `circuit_breaker` on a cluster: defaults, values taken, and a clear
+//! error at each bad value.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{lines, minimal_with, ok};
+use rpcgate_config::CircuitBreaker;
+
+/// MINIMAL's cluster with `extra` after its endpoints (line 12 of the file).
+fn cluster_with(extra: &str) -> String {
+    minimal_with("endpoints = [\"127.0.0.1:50051\"]", extra)
+}
+
+#[test]
+fn max_requests_zero_or_absent_is_unlimited() {
+    assert_eq!(ok(common::MINIMAL).clusters[0].max_requests, None);
+    assert_eq!(
+        ok(&cluster_with("max_requests = 0")).clusters[0].max_requests,
+        None
+    );
+    assert_eq!(
+        ok(&cluster_with("max_requests = 100")).clusters[0].max_requests,
+        Some(100)
+    );
+}
+
+#[test]
+fn a_circuit_breaker_table_gets_its_defaults() {
+    assert_eq!(ok(common::MINIMAL).clusters[0].circuit_breaker, None);
+    assert_eq!(
+        ok(&cluster_with("circuit_breaker = {}")).clusters[0].circuit_breaker,
+        Some(CircuitBreaker {
+            failure_ratio: 0.6,
+            min_requests: 10,
+            window: Duration::from_secs(10),
+            open_duration: Duration::from_secs(5),
+            half_open_requests: 3,
+        })
+    );
+    let set = ok(&cluster_with(
+        r#"circuit_breaker = { failure_ratio = 0.5, min_requests = 4, window = "30s", open_duration = "4s", half_open_requests = 2 }"#,
+    ));
+    assert_eq!(
+        set.clusters[0].circuit_breaker,
+        Some(CircuitBreaker {
+            failure_ratio: 0.5,
+            min_requests: 4,
+            window: Duration::from_secs(30),
+            open_duration: Duration::from_secs(4),
+            half_open_requests: 2,
+        })
+    );
+}
+
+#[test]
+fn bad_breaker_values_are_reported_at_the_value_with_the_key() {
+    let cases = [
+        (
+            "failure_ratio = 0.0",
+            "t.toml:12:37: clusters[0].circuit_breaker.failure_ratio: must be greater than 0 and at most 1 (the failed share of the window's calls)",
+        ),
+        (
+            "min_requests = 0",
+            "t.toml:12:36: clusters[0].circuit_breaker.min_requests: must be at least 1",
+        ),
+        (
+            r#"window = "0s""#,
+            "t.toml:12:30: clusters[0].circuit_breaker.window: must be greater than 0s",
+        ),
+        (
+            r#"open_duration = "5 s""#,
+            "t.toml:12:37: clusters[0].circuit_breaker.open_duration: invalid duration \"5 s\": unknown unit \" s\" (use ms, s, m or h)",
+        ),
+        (
+            "half_open_requests = 0",
+            "t.toml:12:42: clusters[0].circuit_breaker.half_open_requests: must be at least 1",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (table, want) in cases {
+        let got = lines(&cluster_with(&format!("circuit_breaker = {{ {table} }}")));
+        if got != [want] {
+            wrong.push(format!("{table}\n  got  {got:?}\n  want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
