@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use common::files::{self, TempDir, toml_path};
 use common::http::http1_send;
-use common::{OneCluster, TestProxy, WAIT, connect, served_by, start_proxy};
+use common::{OneCluster, TestProxy, WAIT, bounded, connect, served_by, start_proxy};
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use rpcgate_demo::pb::helloworld::{HelloReply, HelloRequest, greeter_client::GreeterClient};
@@ -827,6 +827,34 @@ async fn upstream_tls_verifies_backends_against_the_ca() {
         b2.calls()
     );
     assert_eq!(b1.calls() + b2.calls(), 6);
+    proxy.shutdown().await;
+}
+
+/// Active health checks go over TLS with the cluster's settings (here mutual TLS): a
+/// backend that reports NOT_SERVING is taken out, the other serves every call.
+#[tokio::test]
+async fn active_health_checks_use_the_cluster_tls() {
+    let pki = Pki::ecdsa();
+    let b1 = spawn_backend_tls("b1", pki.mutual_server()).await.unwrap();
+    let b2 = spawn_backend_tls("b2", pki.mutual_server()).await.unwrap();
+    b1.set_serving(false).await;
+    let identity = Some((
+        pki.paths.client_cert.as_path(),
+        pki.paths.client_key.as_path(),
+    ));
+    let probes = "active_health = { interval = \"100ms\", timeout = \"100ms\", unhealthy_threshold = 2 }\npassive_health = { max_fails = 0 }\n";
+    let proxy = upstream_proxy(
+        &[&b1, &b2],
+        &format!("{probes}{}", cluster_tls(&pki, identity, "")),
+    );
+    // Three probes have reached b1 over mutual TLS: the first two failed (NOT_SERVING).
+    bounded(b1.wait_until(|b| b.calls() >= 3)).await;
+    bounded(b2.wait_until(|b| b.calls() >= 1)).await;
+    let channel = proxy.channel().await;
+    for _ in 0..6 {
+        let reply = hello_on(channel.clone(), &[]).await.unwrap();
+        assert_eq!(served_by(reply.metadata()), "b2");
+    }
     proxy.shutdown().await;
 }
 

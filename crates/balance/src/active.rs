@@ -49,6 +49,15 @@ impl ActiveHealthState {
         }
     }
 
+    /// A verdict that starts where another left off: a new prober of an endpoint that an
+    /// earlier one already marked down (a configuration swap) continues from there.
+    pub fn starting(thresholds: HealthThresholds, healthy: bool) -> Self {
+        Self {
+            thresholds,
+            word: AtomicU64::new(if healthy { HEALTHY } else { 0 }),
+        }
+    }
+
     /// The thresholds this state applies.
     pub fn thresholds(&self) -> HealthThresholds {
         self.thresholds

@@ -142,6 +142,22 @@ pub const BREAKER_OPEN_DURATION: Duration = Duration::from_secs(5);
 /// `MaxRequests`: three trial calls in a row must succeed before traffic flows again.
 pub const BREAKER_HALF_OPEN_REQUESTS: u32 = 3;
 
+/// `clusters.active_health.interval`: 2 s (the contract's listing): a dead backend is
+/// known within a few seconds, at one small call per endpoint every 2 s.
+pub const ACTIVE_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `clusters.active_health.timeout`: 1 s: a health check answers in milliseconds; one
+/// that takes a second is a backend to stop sending calls to.
+pub const ACTIVE_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `clusters.active_health.unhealthy_threshold`: 2 failed probes in a row, so one lost
+/// probe does not take an endpoint out.
+pub const ACTIVE_HEALTH_UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// `clusters.active_health.healthy_threshold`: 1 passed probe brings an endpoint back
+/// (NGINX's `passes=1`): a recovered backend gets traffic again at once.
+pub const ACTIVE_HEALTH_HEALTHY_THRESHOLD: u32 = 1;
+
 /// A route's `name` when the file gives none: `"<listener>/<index>"`, which names the
 /// listener in logs and metrics and stays the same as long as the routes keep their order.
 pub fn route_name(listener: &str, index: usize) -> String {

@@ -266,6 +266,26 @@ pub struct Cluster {
     pub max_requests: Option<u64>,
     /// `circuit_breaker`, when the cluster has one.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// `active_health`, when the cluster is probed.
+    pub active_health: Option<ActiveHealth>,
+}
+
+/// A cluster's `active_health`: `grpc.health.v1.Health/Check` probes per endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveHealth {
+    /// Time between two probes of an endpoint (a small jitter is added). Default: see
+    /// [`crate::defaults::ACTIVE_HEALTH_INTERVAL`].
+    pub interval: Duration,
+    /// How long a probe may take. Default: see [`crate::defaults::ACTIVE_HEALTH_TIMEOUT`].
+    pub timeout: Duration,
+    /// The service name sent in the check; `""` asks about the whole server.
+    pub grpc_service: String,
+    /// Consecutive failed probes that mark an endpoint unhealthy. Default: see
+    /// [`crate::defaults::ACTIVE_HEALTH_UNHEALTHY_THRESHOLD`].
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed probes that mark it healthy again. Default: see
+    /// [`crate::defaults::ACTIVE_HEALTH_HEALTHY_THRESHOLD`].
+    pub healthy_threshold: u32,
 }
 
 /// A cluster's `circuit_breaker` (the gobreaker model over a rolling window).

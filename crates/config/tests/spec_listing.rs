@@ -113,7 +113,6 @@ fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
         "rpcgate.toml:44:1: routes.rate_limit is not implemented yet",
         "rpcgate.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
         "rpcgate.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
-        "rpcgate.toml:63:1: clusters.active_health is not implemented yet",
         "rpcgate.toml:65:1: clusters.discovery is not implemented yet",
         "rpcgate.toml:69:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
     ];
@@ -158,12 +157,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             "routes.rate_limit is not implemented yet",
         ),
         (
-            63,
-            1,
-            "clusters[0].active_health",
-            "clusters.active_health is not implemented yet",
-        ),
-        (
             65,
             1,
             "clusters[0].discovery",
@@ -189,7 +182,6 @@ fn the_listing_without_later_keys_loads_with_its_tls_files() {
         "deny =",
         "rate_limit =",
         "retry =",
-        "active_health =",
         "discovery =",
     ];
     let text: String = consistent(SPEC)
@@ -280,7 +272,6 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "listeners.rate_limit",
         "routes.rate_limit",
         "clusters.slow_start",
-        "clusters.active_health",
         "clusters.discovery",
     ];
     assert_eq!(NOT_IMPLEMENTED, covered);

@@ -38,6 +38,7 @@ mod conn;
 pub mod deadline;
 mod error;
 mod headers;
+mod health_check;
 mod listen;
 mod request_body;
 mod response;

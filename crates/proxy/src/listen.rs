@@ -19,7 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use rpcgate_config::Config;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
@@ -40,7 +41,8 @@ impl Proxy {
     /// Binds every listener and starts `server.workers` worker threads. Returns once the
     /// listeners accept connections.
     pub fn start(config: &Config) -> Result<ProxyHandle, StartError> {
-        let (bound, generations) = prepare(config)?;
+        let control = Control::own_thread()?;
+        let (bound, generations) = prepare(config, &control.runtime)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();
         let drain_timeout = config.server.drain_timeout;
@@ -65,6 +67,7 @@ impl Proxy {
             generations,
             shutdown_tx,
             Workers::Threads(threads),
+            control,
         ))
     }
 
@@ -76,7 +79,8 @@ impl Proxy {
     /// # Panics
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn start_local(config: &Config) -> Result<ProxyHandle, StartError> {
-        let (bound, generations) = prepare(config)?;
+        let control = Control::current();
+        let (bound, generations) = prepare(config, &control.runtime)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run_worker(
             generations.clone(),
@@ -89,13 +93,71 @@ impl Proxy {
             generations,
             shutdown_tx,
             Workers::Task(task),
+            control,
         ))
     }
 }
 
+/// The runtime of the proxy's background tasks (active health probers): a thread of its
+/// own with [`Proxy::start`], the caller's runtime with [`Proxy::start_local`].
+#[derive(Debug)]
+struct Control {
+    runtime: Handle,
+    /// The control thread and what stops it (own thread only).
+    thread: Option<(std::thread::JoinHandle<()>, oneshot::Sender<()>)>,
+}
+
+impl Control {
+    fn own_thread() -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Worker)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("rpcgate-control".into())
+            .spawn(move || {
+                // Dropping the runtime afterwards cancels every task still on it.
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(StartError::Worker)?;
+        Ok(Self {
+            runtime: handle,
+            thread: Some((thread, stop)),
+        })
+    }
+
+    /// A stand-in after the control runtime was handed to a stopping task.
+    fn detached() -> Self {
+        Self {
+            runtime: Handle::current(),
+            thread: None,
+        }
+    }
+
+    fn current() -> Self {
+        Self {
+            runtime: Handle::current(),
+            thread: None,
+        }
+    }
+
+    /// Stops the control thread (if any) and waits for it.
+    fn stop(&mut self) {
+        if let Some((thread, stop)) = self.thread.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Builds the first generation and binds every listener.
-fn prepare(config: &Config) -> Result<(Arc<Vec<BoundListener>>, Arc<Generations>), StartError> {
-    let generation = Generation::build(config, None)?;
+fn prepare(
+    config: &Config,
+    runtime: &Handle,
+) -> Result<(Arc<Vec<BoundListener>>, Arc<Generations>), StartError> {
+    let generation = Generation::build(config, None, runtime)?;
     let mut bound = Vec::new();
     for listener in &config.listeners {
         let socket = bind(listener.address).map_err(|source| StartError::Bind {
@@ -148,6 +210,7 @@ pub struct ProxyHandle {
     generations: Arc<Generations>,
     shutdown: watch::Sender<bool>,
     workers: Option<Workers>,
+    control: Control,
 }
 
 impl ProxyHandle {
@@ -156,6 +219,7 @@ impl ProxyHandle {
         generations: Arc<Generations>,
         shutdown: watch::Sender<bool>,
         workers: Workers,
+        control: Control,
     ) -> Self {
         Self {
             addresses: bound
@@ -165,6 +229,7 @@ impl ProxyHandle {
             generations,
             shutdown,
             workers: Some(workers),
+            control,
         }
     }
 
@@ -203,7 +268,7 @@ impl ProxyHandle {
                 "the listeners would change from {bound:?} to {wanted:?}; adding, removing or renaming listeners needs a restart"
             )));
         }
-        let next = Generation::build(config, Some(&current))?;
+        let next = Generation::build(config, Some(&current), &self.control.runtime)?;
         let number = next.number;
         self.generations.store(Arc::new(next));
         tracing::info!(generation = number, "new configuration generation in use");
@@ -233,6 +298,8 @@ impl ProxyHandle {
             }
             None => {}
         }
+        let mut control = std::mem::replace(&mut self.control, Control::detached());
+        let _ = tokio::task::spawn_blocking(move || control.stop()).await;
     }
 
     /// [`ProxyHandle::shutdown`] for callers outside a runtime. A proxy started with
@@ -244,12 +311,16 @@ impl ProxyHandle {
                 let _ = thread.join();
             }
         }
+        self.control.stop();
     }
 }
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        if let Some((_, stop)) = self.control.thread.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

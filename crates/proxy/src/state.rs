@@ -32,11 +32,13 @@ use rpcgate_balance::{
     Balancer, BreakerPolicy, CircuitBreaker, EndpointSpec, PassiveHealthPolicy, Policy,
 };
 use rpcgate_config::{Cluster, Config, HashKey, LbPolicy, UpstreamProtocol};
+use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
 use crate::access_log::AccessLog;
 use crate::admission::InFlightLimit;
 use crate::error::StartError;
+use crate::health_check::{self, ProbeSettings, Prober};
 use crate::retry::RetryState;
 use crate::route::Router;
 use crate::tls;
@@ -120,6 +122,8 @@ pub(crate) struct ClusterState {
     pub(crate) max_requests: Option<InFlightLimit>,
     /// The circuit breaker, when configured.
     pub(crate) breaker: Option<CircuitBreaker>,
+    /// The active health prober, stopped with this state.
+    _prober: Option<Prober>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -131,6 +135,7 @@ impl Generation {
     pub(crate) fn build(
         config: &Config,
         previous: Option<&Generation>,
+        runtime: &Handle,
     ) -> Result<Self, StartError> {
         let mut endpoint_updates = Vec::new();
         let clusters = config
@@ -138,7 +143,7 @@ impl Generation {
             .iter()
             .map(|cluster| {
                 let old = previous.and_then(|p| p.cluster(&cluster.name));
-                ClusterState::build(cluster, old, &mut endpoint_updates)
+                ClusterState::build(cluster, old, &mut endpoint_updates, runtime)
             })
             .collect::<Result<Vec<_>, StartError>>()?;
         let listeners = config
@@ -214,6 +219,7 @@ impl ClusterState {
         config: &Cluster,
         old: Option<&Arc<ClusterState>>,
         endpoint_updates: &mut Vec<(Arc<Balancer>, Vec<EndpointSpec>)>,
+        runtime: &Handle,
     ) -> Result<Arc<ClusterState>, StartError> {
         if let Some(old) = old
             && old.config == *config
@@ -256,6 +262,7 @@ impl ClusterState {
         let kept = old.filter(|old| {
             old.config.lb == config.lb
                 && old.config.passive_health == config.passive_health
+                && old.config.active_health == config.active_health
                 && same_connections(&old.config, config)
         });
         let (balancer, pool) = match kept {
@@ -268,7 +275,21 @@ impl ClusterState {
                 PoolId::fresh(),
             ),
         };
+        let prober = config.active_health.as_ref().map(|policy| {
+            health_check::spawn(
+                runtime,
+                balancer.clone(),
+                ProbeSettings {
+                    cluster: config.name.as_str().into(),
+                    policy: policy.clone(),
+                    tls: tls.clone(),
+                    authority: authority.clone(),
+                    connect_timeout: config.connect_timeout,
+                },
+            )
+        });
         Ok(Arc::new(ClusterState {
+            _prober: prober,
             name: config.name.as_str().into(),
             pool,
             balancer,
@@ -340,6 +361,11 @@ endpoints = ["127.0.0.1:7003"]
         rpcgate_config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A generation from `config`, its probers (none here) on the test's runtime.
+    fn build(config: &Config, previous: Option<&Generation>) -> Generation {
+        Generation::build(config, previous, &Handle::current()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     const ENDPOINTS: &str = r#""127.0.0.1:7001", "127.0.0.1:7002""#;
 
     fn ids(cluster: &ClusterState) -> Vec<(String, u64)> {
@@ -355,10 +381,10 @@ endpoints = ["127.0.0.1:7003"]
         generation.cluster(name).expect("cluster")
     }
 
-    #[test]
-    fn routes_follow_the_new_generation_and_unchanged_clusters_stay_the_same() {
-        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
-        let second = Generation::build(&config("two", ENDPOINTS, "", ""), Some(&first)).unwrap();
+    #[tokio::test]
+    async fn routes_follow_the_new_generation_and_unchanged_clusters_stay_the_same() {
+        let first = build(&config("one", ENDPOINTS, "", ""), None);
+        let second = build(&config("two", ENDPOINTS, "", ""), Some(&first));
         assert_eq!((first.number, second.number), (1, 2));
         let view = |g: &Generation| {
             let headers = http::HeaderMap::new();
@@ -383,12 +409,12 @@ endpoints = ["127.0.0.1:7003"]
         }
     }
 
-    #[test]
-    fn endpoint_changes_keep_the_balancer_and_the_endpoints_that_stay() {
-        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
+    #[tokio::test]
+    async fn endpoint_changes_keep_the_balancer_and_the_endpoints_that_stay() {
+        let first = build(&config("one", ENDPOINTS, "", ""), None);
         let before = ids(cluster(&first, "one"));
         let grown = r#""127.0.0.1:7002", "127.0.0.1:7009", "127.0.0.1:7001""#;
-        let second = Generation::build(&config("one", grown, "", ""), Some(&first)).unwrap();
+        let second = build(&config("one", grown, "", ""), Some(&first));
         let (old, new) = (cluster(&first, "one"), cluster(&second, "one"));
         assert!(!Arc::ptr_eq(old, new), "a changed cluster gets a new state");
         assert!(Arc::ptr_eq(&old.balancer, &new.balancer));
@@ -402,24 +428,22 @@ endpoints = ["127.0.0.1:7003"]
         }
         assert_eq!(after.len(), 3);
         // Per-call settings change the same way.
-        let third = Generation::build(
+        let third = build(
             &config("one", grown, r#"authority = "api.internal""#, ""),
             Some(&second),
-        )
-        .unwrap();
+        );
         assert!(Arc::ptr_eq(&new.balancer, &cluster(&third, "one").balancer));
     }
 
-    #[test]
-    fn changed_connections_or_policies_start_afresh() {
-        let first = Generation::build(&config("one", ENDPOINTS, "", ""), None).unwrap();
+    #[tokio::test]
+    async fn changed_connections_or_policies_start_afresh() {
+        let first = build(&config("one", ENDPOINTS, "", ""), None);
         for extra in [
             r#"connect_timeout = "1s""#,
             r#"lb = "least_request""#,
             "passive_health = { max_fails = 3, fail_timeout = \"10s\" }",
         ] {
-            let next =
-                Generation::build(&config("one", ENDPOINTS, extra, ""), Some(&first)).unwrap();
+            let next = build(&config("one", ENDPOINTS, extra, ""), Some(&first));
             let (old, new) = (cluster(&first, "one"), cluster(&next, "one"));
             assert!(!Arc::ptr_eq(&old.balancer, &new.balancer), "{extra}");
             let (before, after) = (ids(old), ids(new));

@@ -5,10 +5,10 @@ use std::ops::Range;
 
 use super::Validator;
 use crate::defaults;
-use crate::file::{CircuitBreakerFile, ClusterFile, EndpointFile, Spanned};
+use crate::file::{ActiveHealthFile, CircuitBreakerFile, ClusterFile, EndpointFile, Spanned};
 use crate::locate::KeyPath;
 use crate::runtime::{
-    CircuitBreaker, Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth,
+    ActiveHealth, CircuitBreaker, Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth,
     UpstreamProtocol,
 };
 
@@ -136,13 +136,10 @@ impl Validator<'_> {
                 passive_health.fail_timeout,
             );
         }
-        if let Some(v) = &c.active_health {
-            self.not_implemented(
-                "clusters.active_health",
-                &key.key("active_health"),
-                &v.span(),
-            );
-        }
+        let active_health = c
+            .active_health
+            .as_ref()
+            .map(|a| self.active_health(a.get_ref(), &key.key("active_health")));
         let circuit_breaker = c
             .circuit_breaker
             .as_ref()
@@ -168,6 +165,49 @@ impl Validator<'_> {
             tls,
             max_requests,
             circuit_breaker,
+            active_health,
+        }
+    }
+
+    /// A cluster's `active_health` table, with its defaults.
+    fn active_health(&mut self, a: &ActiveHealthFile, key: &KeyPath) -> ActiveHealth {
+        let interval = self.positive_duration(
+            a.interval.as_ref(),
+            &key.key("interval"),
+            defaults::ACTIVE_HEALTH_INTERVAL,
+        );
+        let timeout = self.positive_duration(
+            a.timeout.as_ref(),
+            &key.key("timeout"),
+            defaults::ACTIVE_HEALTH_TIMEOUT,
+        );
+        if let Some(t) = &a.timeout
+            && timeout > interval
+        {
+            self.err(
+                &t.span(),
+                &key.key("timeout"),
+                format!("must not be longer than interval ({interval:?}): probes would overlap"),
+            );
+        }
+        ActiveHealth {
+            interval,
+            timeout,
+            grpc_service: a
+                .grpc_service
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default(),
+            unhealthy_threshold: self.at_least_one(
+                a.unhealthy_threshold.as_ref(),
+                &key.key("unhealthy_threshold"),
+                defaults::ACTIVE_HEALTH_UNHEALTHY_THRESHOLD,
+            ),
+            healthy_threshold: self.at_least_one(
+                a.healthy_threshold.as_ref(),
+                &key.key("healthy_threshold"),
+                defaults::ACTIVE_HEALTH_HEALTHY_THRESHOLD,
+            ),
         }
     }
 

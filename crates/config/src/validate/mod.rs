@@ -55,7 +55,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.rate_limit",
     "routes.rate_limit",
     "clusters.slow_start",
-    "clusters.active_health",
     "clusters.discovery",
 ];
 

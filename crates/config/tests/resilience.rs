@@ -1,5 +1,5 @@
-//! `max_requests` and `circuit_breaker` on a cluster: defaults, values taken, and a clear
-//! error at each bad value.
+//! A cluster's `max_requests`, `circuit_breaker` and `active_health`: defaults, values
+//! taken, and a clear error at each bad value.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{lines, minimal_with, ok};
-use rpcgate_config::CircuitBreaker;
+use rpcgate_config::{ActiveHealth, CircuitBreaker};
 
 /// MINIMAL's cluster with `extra` after its endpoints (line 12 of the file).
 fn cluster_with(extra: &str) -> String {
@@ -82,6 +82,55 @@ fn bad_breaker_values_are_reported_at_the_value_with_the_key() {
     let mut wrong = Vec::new();
     for (table, want) in cases {
         let got = lines(&cluster_with(&format!("circuit_breaker = {{ {table} }}")));
+        if got != [want] {
+            wrong.push(format!("{table}\n  got  {got:?}\n  want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn an_active_health_table_gets_its_defaults() {
+    assert_eq!(ok(common::MINIMAL).clusters[0].active_health, None);
+    assert_eq!(
+        ok(&cluster_with("active_health = {}")).clusters[0].active_health,
+        Some(ActiveHealth {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            grpc_service: String::new(),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        })
+    );
+    let set = ok(&cluster_with(
+        r#"active_health = { interval = "5s", timeout = "500ms", grpc_service = "helloworld.Greeter", unhealthy_threshold = 3, healthy_threshold = 2 }"#,
+    ));
+    let a = set.clusters[0].active_health.clone().unwrap();
+    assert_eq!(a.interval, Duration::from_secs(5));
+    assert_eq!(a.timeout, Duration::from_millis(500));
+    assert_eq!(a.grpc_service, "helloworld.Greeter");
+    assert_eq!((a.unhealthy_threshold, a.healthy_threshold), (3, 2));
+}
+
+#[test]
+fn bad_active_health_values_are_reported_at_the_value_with_the_key() {
+    let cases = [
+        (
+            r#"interval = "0s""#,
+            "t.toml:12:30: clusters[0].active_health.interval: must be greater than 0s",
+        ),
+        (
+            r#"interval = "1s", timeout = "2s""#,
+            "t.toml:12:46: clusters[0].active_health.timeout: must not be longer than interval (1s): probes would overlap",
+        ),
+        (
+            "unhealthy_threshold = 0",
+            "t.toml:12:41: clusters[0].active_health.unhealthy_threshold: must be at least 1",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (table, want) in cases {
+        let got = lines(&cluster_with(&format!("active_health = {{ {table} }}")));
         if got != [want] {
             wrong.push(format!("{table}\n  got  {got:?}\n  want {want:?}"));
         }
