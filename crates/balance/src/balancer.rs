@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::Duration;
+
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 
 use crate::endpoint::{Endpoint, EndpointSpec};
 use crate::passive::PassiveHealthPolicy;
@@ -12,6 +15,10 @@ use crate::pickers::ring_hash::Ring;
 use crate::pickers::round_robin::RoundRobin;
 use crate::pickers::{Weights, weighted};
 use crate::tier::{Env, Tier};
+
+/// Picks of ramping endpoints redrawn before the last draw stands (bounds the cost of a
+/// pick while many endpoints ramp).
+const SLOW_START_REDRAWS: usize = 4;
 
 /// Balancing policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +142,8 @@ impl Snapshot {
 pub struct Balancer {
     policy: Policy,
     passive: PassiveHealthPolicy,
+    /// Slow start: how long a joining or recovered endpoint's share ramps up (zero = off).
+    slow_start: Duration,
     state: ArcSwap<Snapshot>,
     /// Serialises writers so two concurrent updates cannot both reuse endpoints from the
     /// same old snapshot and lose one another's. Never taken by `pick`.
@@ -152,9 +161,26 @@ impl Balancer {
         Self {
             policy,
             passive,
+            slow_start: Duration::ZERO,
             state: ArcSwap::from_pointee(Snapshot::build(policy, endpoints)),
             update: Mutex::new(()),
         }
+    }
+
+    /// The same balancer with slow start: an endpoint that joins the set later (through
+    /// [`Self::set_endpoints`]) or recovers from an ejection or a failed health check gets
+    /// a share that ramps up linearly over `window` (from [`crate::SLOW_START_FLOOR`] of
+    /// its weight). The endpoints given to [`Self::new`] start at full weight: they all
+    /// start together. `ring_hash` ignores it: moving a key's calls away and back would
+    /// break the affinity the policy exists for.
+    pub fn with_slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = window;
+        self
+    }
+
+    /// The slow-start window (zero = off).
+    pub fn slow_start(&self) -> Duration {
+        self.slow_start
     }
 
     /// The policy this balancer applies.
@@ -174,7 +200,27 @@ impl Balancer {
     /// `Pick::panic` set. `None` only when the set is empty: the caller answers
     /// UNAVAILABLE. Starting the call (`pick.endpoint.start_call()`) is the caller's.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick> {
-        self.state.load().pick(ctx)
+        let state = self.state.load();
+        let pick = state.pick(ctx)?;
+        if self.slow_start.is_zero() || self.policy == Policy::RingHash || pick.panic {
+            return Some(pick);
+        }
+        self.warm_pick(&state, ctx, pick)
+    }
+
+    /// Slow start by rejection: a pick of a ramping endpoint stands with probability
+    /// equal to its factor, else the policy picks again (a few times at most), which
+    /// scales that endpoint's share by its factor for every weighing policy.
+    fn warm_pick(&self, state: &Snapshot, ctx: &PickContext<'_>, mut pick: Pick) -> Option<Pick> {
+        let now = Instant::now();
+        for _ in 0..SLOW_START_REDRAWS {
+            let factor = pick.endpoint.slow_start_factor(now, self.slow_start);
+            if factor >= 1.0 || fastrand::f64() < factor {
+                return Some(pick);
+            }
+            pick = state.pick(ctx)?;
+        }
+        Some(pick)
     }
 
     /// The current endpoints, in the order given.
@@ -211,7 +257,13 @@ impl Balancer {
                     kept.set_metadata(spec.metadata);
                     Arc::clone(kept)
                 }
-                None => Arc::new(Endpoint::new(spec, self.passive)),
+                None => {
+                    let endpoint = Endpoint::new(spec, self.passive);
+                    if !self.slow_start.is_zero() {
+                        endpoint.start_warming(Instant::now());
+                    }
+                    Arc::new(endpoint)
+                }
             })
             .collect();
         self.state

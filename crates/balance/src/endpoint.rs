@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::clock::nanos_since;
 use crate::ewma::PeakEwma;
-use crate::passive::{PassiveHealthPolicy, PassiveState};
+use crate::passive::{Ejection, PassiveHealthPolicy, PassiveState};
 
 /// An endpoint as configured or discovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,9 @@ pub struct Endpoint {
     failures: AtomicU64,
     /// Active health verdict, set by a health checker; true until told otherwise.
     active_up: AtomicBool,
+    /// When slow start began, in ns since `epoch` plus one (0 = not ramping): set when
+    /// the endpoint joins a set or recovers from an ejection or a failed health check.
+    warming_since: AtomicU64,
     passive: PassiveState,
     ewma: PeakEwma,
 }
@@ -95,6 +98,7 @@ impl Endpoint {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             active_up: AtomicBool::new(true),
+            warming_since: AtomicU64::new(0),
             passive: PassiveState::new(passive),
             ewma: PeakEwma::default(),
         }
@@ -169,7 +173,15 @@ impl Endpoint {
 
     /// Whether passive health has this endpoint ejected right now.
     pub fn passive_ejected(&self) -> bool {
-        self.passive.is_ejected(self.epoch, Instant::now)
+        let now = Instant::now();
+        match self.passive.check(self.epoch, || now) {
+            Ejection::Ejected => true,
+            Ejection::None => false,
+            Ejection::JustEnded => {
+                self.start_warming(now);
+                false
+            }
+        }
     }
 
     /// The active health verdict (true unless a checker said otherwise).
@@ -180,7 +192,36 @@ impl Endpoint {
     /// Sets the active health verdict; an actively unhealthy endpoint gets no calls
     /// (except in panic mode), like a passively ejected one. For the health checker.
     pub fn set_active_healthy(&self, healthy: bool) {
-        self.active_up.store(healthy, Ordering::Relaxed);
+        let was = self.active_up.swap(healthy, Ordering::Relaxed);
+        if healthy && !was {
+            self.start_warming(Instant::now());
+        }
+    }
+
+    /// Starts slow start now (a balancer with `slow_start` ramps this endpoint's share).
+    pub fn start_warming(&self, now: Instant) {
+        self.warming_since.store(
+            nanos_since(self.epoch, now).saturating_add(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The slow-start factor of this endpoint at `now` under a ramp of `window`: 1.0
+    /// unless it is ramping (see [`crate::slow_start_factor`]). Ends the ramp once done.
+    pub fn slow_start_factor(&self, now: Instant, window: std::time::Duration) -> f64 {
+        let since = self.warming_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed =
+            std::time::Duration::from_nanos(nanos_since(self.epoch, now).saturating_sub(since - 1));
+        if elapsed >= window {
+            let _ =
+                self.warming_since
+                    .compare_exchange(since, 0, Ordering::Relaxed, Ordering::Relaxed);
+            return 1.0;
+        }
+        crate::slow_start::slow_start_factor(elapsed, window)
     }
 
     /// Whether health lets calls through now: not ejected by passive health and not
@@ -192,7 +233,24 @@ impl Endpoint {
     /// [`Self::is_healthy`] with a lazily read clock, so a pick reads the clock at most
     /// once and only when some endpoint is ejected.
     pub(crate) fn healthy_with(&self, now: impl FnOnce() -> Instant) -> bool {
-        self.active_healthy() && !self.passive.is_ejected(self.epoch, now)
+        if !self.active_healthy() {
+            return false;
+        }
+        // The clock is read at most once, and only if an ejection was recorded.
+        let mut now = Some(now);
+        let mut read = None;
+        let mut clock = move || -> Instant {
+            *read.get_or_insert_with(|| now.take().map_or_else(Instant::now, |f| f()))
+        };
+        match self.passive.check(self.epoch, &mut clock) {
+            Ejection::Ejected => false,
+            Ejection::None => true,
+            Ejection::JustEnded => {
+                // Back from an ejection: ramp its share up again (slow start).
+                self.start_warming(clock());
+                true
+            }
+        }
     }
 
     /// Starts a call: counts it in `in_flight` and `requests` and notes the start time.

@@ -43,6 +43,17 @@ impl PassiveHealthPolicy {
     }
 }
 
+/// What a health check of the passive state found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ejection {
+    /// Not ejected.
+    None,
+    /// Ejected now.
+    Ejected,
+    /// The ejection has just ended (reported once).
+    JustEnded,
+}
+
 /// The failure window, touched only when a failure is recorded.
 #[derive(Debug, Default)]
 struct Window {
@@ -81,22 +92,26 @@ impl PassiveState {
         self.ejections.load(Ordering::Relaxed)
     }
 
-    /// Whether the endpoint is ejected now. `now` is only called when an ejection is
-    /// recorded, so healthy endpoints cost one atomic load.
-    pub(crate) fn is_ejected(&self, epoch: Instant, now: impl FnOnce() -> Instant) -> bool {
+    /// Whether the endpoint is ejected now, and the one check that sees an ejection end.
+    /// `now` is only called when an ejection is recorded, so healthy endpoints cost one
+    /// atomic load.
+    pub(crate) fn check(&self, epoch: Instant, now: impl FnOnce() -> Instant) -> Ejection {
         let until = self.ejected_until.load(Ordering::Acquire);
         if until == 0 {
-            return false;
+            return Ejection::None;
         }
         if nanos_since(epoch, now()) < until {
-            return true;
+            return Ejection::Ejected;
         }
         // Expired: clear it so later checks take the fast path again. If a new ejection
         // was stored meanwhile the exchange fails, which is what we want.
-        let _ = self
+        match self
             .ejected_until
-            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
-        false
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => Ejection::JustEnded,
+            Err(_) => Ejection::None,
+        }
     }
 
     /// Counts a failure at `now`; returns true when this failure ejected the endpoint.

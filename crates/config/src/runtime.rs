@@ -268,6 +268,9 @@ pub struct Cluster {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// `active_health`, when the cluster is probed.
     pub active_health: Option<ActiveHealth>,
+    /// `slow_start`: how long a joining or recovered endpoint's share ramps up; `None` =
+    /// off (`"0s"`, the default).
+    pub slow_start: Option<Duration>,
 }
 
 /// A cluster's `active_health`: `grpc.health.v1.Health/Check` probes per endpoint.

@@ -137,3 +137,22 @@ fn bad_active_health_values_are_reported_at_the_value_with_the_key() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn slow_start_zero_or_absent_is_off() {
+    assert_eq!(ok(common::MINIMAL).clusters[0].slow_start, None);
+    assert_eq!(
+        ok(&cluster_with(r#"slow_start = "0s""#)).clusters[0].slow_start,
+        None
+    );
+    assert_eq!(
+        ok(&cluster_with(r#"slow_start = "30s""#)).clusters[0].slow_start,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        lines(&cluster_with(r#"slow_start = "30""#)),
+        [
+            "t.toml:12:14: clusters[0].slow_start: invalid duration \"30\": a unit is required (ms, s, m or h)"
+        ]
+    );
+}

@@ -263,6 +263,7 @@ impl ClusterState {
             old.config.lb == config.lb
                 && old.config.passive_health == config.passive_health
                 && old.config.active_health == config.active_health
+                && old.config.slow_start == config.slow_start
                 && same_connections(&old.config, config)
         });
         let (balancer, pool) = match kept {
@@ -271,7 +272,10 @@ impl ClusterState {
                 (old.balancer.clone(), old.pool)
             }
             None => (
-                Arc::new(Balancer::new(policy, passive, endpoints)),
+                Arc::new(
+                    Balancer::new(policy, passive, endpoints)
+                        .with_slow_start(config.slow_start.unwrap_or_default()),
+                ),
                 PoolId::fresh(),
             ),
         };

@@ -109,12 +109,11 @@ impl Validator<'_> {
             &key.key("connect_timeout"),
             defaults::CONNECT_TIMEOUT,
         );
-        if let Some(s) = &c.slow_start {
-            let k = key.key("slow_start");
-            if self.duration(s, &k).is_some_and(|d| !d.is_zero()) {
-                self.not_implemented("clusters.slow_start", &k, &s.span());
-            }
-        }
+        let slow_start = c
+            .slow_start
+            .as_ref()
+            .and_then(|s| self.duration(s, &key.key("slow_start")))
+            .filter(|d| !d.is_zero());
         let max_requests = c
             .max_requests
             .as_ref()
@@ -166,6 +165,7 @@ impl Validator<'_> {
             max_requests,
             circuit_breaker,
             active_health,
+            slow_start,
         }
     }
 

@@ -54,7 +54,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.deny",
     "listeners.rate_limit",
     "routes.rate_limit",
-    "clusters.slow_start",
     "clusters.discovery",
 ];
 
