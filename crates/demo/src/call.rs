@@ -175,7 +175,8 @@ impl Plan {
             reset: parse::<u32>(headers, meta::RESET_STREAM).map(h2::Reason::from),
             reset_after_frames: parse(headers, meta::RESET_AFTER_FRAMES),
             http_status: parse::<u16>(headers, meta::HTTP_STATUS)
-                .and_then(|code| http::StatusCode::from_u16(code).ok()),
+                .and_then(|code| http::StatusCode::from_u16(code).ok())
+                .filter(|_| within(meta::FAIL_ATTEMPTS)),
             echo: headers
                 .get(meta::ECHO_METADATA)
                 .is_some_and(|v| v.as_bytes() == b"1"),

@@ -14,7 +14,7 @@ pub const BACKEND_TRAILER: &str = "x-backend-trailer";
 /// `"requested failure"`, before any handler runs (a trailers-only response). With
 /// [`FAIL_AFTER`], the streaming-response methods fail after that many replies instead.
 pub const FAIL_CODE: &str = "x-fail-code";
-/// Request: with [`FAIL_CODE`], fail only the first this many attempts of the call and
+/// Request: with [`FAIL_CODE`] (or [`HTTP_STATUS`]), fail only the first this many attempts of the call and
 /// answer the next ones: attempts are counted per `x-request-id` across every backend of
 /// the process (the proxy keeps a call's request id on its retries), so a flaky backend
 /// that recovers — or a cluster one of whose attempts fails — can be played through the

@@ -10,12 +10,15 @@
 //! across every await, so an attempt cut short (its response head arrived first) loses
 //! nothing, and [`pump_rest`] carries on from there once the head is in.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::body::{BoxError, RequestBodyBox};
@@ -78,14 +81,40 @@ impl RequestBody {
         self.sent_end
     }
 
-    /// Hands the unread body to an HTTP/1.1 attempt, which streams it itself; the body is
-    /// then no longer replayable. `None` when there is no body.
-    pub(crate) fn take_stream(&mut self) -> Option<RequestBodyBox> {
-        if self.is_empty() {
-            return None;
+    /// The body for an HTTP/1.1 attempt, which hyper's client streams itself. The first
+    /// attempt reads the body ahead, up to [`REPLAY_LIMIT`] (as NGINX buffers request
+    /// bodies): a body that ends within it is sent whole and kept for another attempt; a
+    /// longer one is sent as what was read followed by the rest, and is then no longer
+    /// replayable. A later attempt sends the kept body again.
+    pub(crate) async fn for_http1(&mut self) -> Result<RequestBodyBox, BoxError> {
+        while !self.incoming_done && self.replayable && self.incoming.is_some() {
+            let Some(incoming) = self.incoming.as_mut() else {
+                break;
+            };
+            match incoming.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.bytes_in += data.len() as u64;
+                        self.kept_bytes += data.len();
+                        self.kept.push(data);
+                        if self.kept_bytes > REPLAY_LIMIT {
+                            self.replayable = false;
+                        }
+                    }
+                }
+                Some(Err(error)) => return Err(error),
+                None => self.incoming_done = true,
+            }
         }
-        self.replayable = false;
-        self.incoming.take()
+        let kept: VecDeque<Bytes> = self.kept.iter().cloned().collect();
+        let rest = if self.replayable {
+            None
+        } else {
+            // Sent once: the rest streams from the client and cannot be sent again.
+            self.kept.clear();
+            self.incoming.take()
+        };
+        Ok(Prefixed { kept, rest }.boxed_unsync())
     }
 
     /// Starts a new attempt from the beginning of the body.
@@ -182,6 +211,41 @@ impl RequestBody {
             result.map_err(|_| PumpError::Upstream)?;
         }
         Ok(())
+    }
+}
+
+/// A request body made of chunks already read, then (maybe) the rest from the client.
+struct Prefixed {
+    kept: VecDeque<Bytes>,
+    rest: Option<RequestBodyBox>,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.kept.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kept.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.rest {
+            None => SizeHint::with_exact(self.kept.iter().map(|c| c.len() as u64).sum()),
+            Some(_) => SizeHint::default(),
+        }
     }
 }
 

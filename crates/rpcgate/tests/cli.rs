@@ -243,6 +243,72 @@ async fn sigusr1_reopens_the_access_log_and_sigusr2_is_ignored() {
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
 }
 
+/// A backend process hung with SIGSTOP (it holds its connections but answers nothing):
+/// its calls end at the route's deadline, passive health ejects it after that failure,
+/// and every later call goes to the backend that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_hung_with_sigstop_is_ejected_after_its_deadline_failures() {
+    let (a1, a2) = (free_addr(), free_addr());
+    let mut b1 = spawn(
+        rpcgate()
+            .args(["backend", "--name", "s1", "--listen"])
+            .arg(a1.to_string()),
+    );
+    let mut b2 = spawn(
+        rpcgate()
+            .args(["backend", "--name", "s2", "--listen"])
+            .arg(a2.to_string()),
+    );
+    assert_eq!(call_when_up(a1, &mut b1).await, "Hello Ann from s1");
+    assert_eq!(call_when_up(a2, &mut b2).await, "Hello Ann from s2");
+    let listen = free_addr();
+    let config = good_config(listen, a1)
+        .replace(
+            &format!("endpoints = [\"{a1}\"]"),
+            &format!("endpoints = [\"{a1}\", \"{a2}\"]\npassive_health = {{ max_fails = 1, fail_timeout = \"30s\" }}"),
+        )
+        .replace("cluster = \"main\"\n", "cluster = \"main\"\ntimeout = \"300ms\"\n");
+    let path = config_file("sigstop.toml", &config);
+    let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    call_when_up(listen, &mut proxy).await;
+
+    b2.signal("STOP");
+    let endpoint = Endpoint::from_shared(format!("http://{listen}")).unwrap();
+    let channel = endpoint.connect().await.unwrap();
+    let mut client = rpcgate_demo::pb::helloworld::greeter_client::GreeterClient::new(channel);
+    let mut outcomes = Vec::new();
+    for _ in 0..10 {
+        let request = rpcgate_demo::pb::helloworld::HelloRequest { name: "Ann".into() };
+        let outcome = tokio::time::timeout(WAIT, client.say_hello(request))
+            .await
+            .unwrap();
+        outcomes.push(
+            outcome
+                .map(|r| r.into_inner().message)
+                .map_err(|s| s.code()),
+        );
+    }
+    b2.signal("CONT");
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
+    assert!(
+        failed.len() <= 1
+            && failed
+                .iter()
+                .all(|f| **f == Err(tonic::Code::DeadlineExceeded)),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .rev()
+            .take(8)
+            .all(|o| o.as_deref() == Ok("Hello Ann from s1")),
+        "{outcomes:?}"
+    );
+    proxy.sigterm();
+    assert_eq!(proxy.exit().await.code(), Some(0), "{}", proxy.output());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_1_when_the_listener_cannot_bind() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

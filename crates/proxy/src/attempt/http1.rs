@@ -1,9 +1,9 @@
 //! One attempt towards an HTTP/1.1 backend (`protocol = "http1"`), with hyper-util's
 //! pooled client.
 //!
-//! A request without a body can be sent again; one with a body is streamed straight
-//! through (hyper's client consumes it), so after its first attempt it is no longer
-//! replayable and the loop does not retry it.
+//! The request body is read ahead up to the 64 KiB replay buffer before the first attempt
+//! ([`RequestBody::for_http1`]), so a POST whose connect fails is sent again to another
+//! endpoint just like an HTTP/2 call; a longer body streams through and is not replayed.
 
 use std::sync::Arc;
 
@@ -28,11 +28,12 @@ pub(super) async fn attempt(
     let client = target
         .upstreams
         .http1_client(cluster.pool, cluster.connect_timeout);
-    let request_body: RequestBodyBox = match body.take_stream() {
-        Some(stream) => stream,
-        None => Empty::<Bytes>::new()
+    let request_body: RequestBodyBox = if body.is_empty() {
+        Empty::<Bytes>::new()
             .map_err(|never| match never {})
-            .boxed_unsync(),
+            .boxed_unsync()
+    } else {
+        body.for_http1().await.map_err(Cause::ClientCancelled)?
     };
     let request = headers::http1_request(
         parts,
