@@ -57,9 +57,10 @@ fn from_h2(
     // No hop-by-hop scan: the h2 codec refuses a response carrying such headers.
     headers::set_all(&mut head.headers, &target.route.response_headers);
     if end.retries > 0 {
-        // gRPC's retry design: the client learns how many attempts came before.
+        // gRPC's retry design: the client learns how many attempts came before (those
+        // that reached a backend; transparent retries are not counted).
         head.headers
-            .insert("grpc-previous-rpc-attempts", (end.attempts - 1).into());
+            .insert("grpc-previous-rpc-attempts", end.retries.into());
     }
     if first.is_none() && recv.is_end_stream() {
         // Trailers-only (or empty) response: nothing more will come.

@@ -5,7 +5,10 @@
 //! through one client connection, prints how they spread, kills a backend, and shows that
 //! later calls still succeed. With `--tls` it runs the tutorial's final set-up: mutual TLS
 //! from the client to rpcgate and from rpcgate to the backends, with a development PKI
-//! generated in a temporary folder.
+//! generated in a temporary folder. Last, a resilience timeline (the microservices
+//! walkthrough): a route deadline cutting a slow call, a flaky backend retried with
+//! backoff until OK, and a circuit breaker that opens, rejects fast, goes half-open and
+//! closes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,7 +107,9 @@ impl Drop for DemoTls {
     }
 }
 
-/// The demo's configuration: the embedded default's shape with the live addresses.
+/// The demo's configuration: the embedded default's shape with the live addresses, and a
+/// shorter laptop timeout (1 s) and breaker window (1 s, so the demo's earlier Logins are
+/// forgotten by the time it shows the breaker) to keep the timeline short.
 fn demo_config(backends: &[BackendHandle], tls: Option<&DemoTls>) -> String {
     let list = |bs: &[BackendHandle]| {
         bs.iter()
@@ -140,15 +145,19 @@ cluster = "auth"
 name = "laptop"
 match.service = "techschool_pcbook.LaptopService"
 cluster = "laptop"
+timeout = "1s"
 
 [[listeners.routes]]
 name = "greeter"
 match.path_prefix = "/"
 cluster = "greeter"
+retry = {{ max_attempts = 3, on = ["unavailable"], backoff = "exponential", base_interval = "100ms", max_interval = "1s", jitter = false }}
 
 [[clusters]]
 name = "auth"
 endpoints = [{auth}]
+passive_health = {{ max_fails = 0 }}   # one backend: the circuit breaker guards it
+circuit_breaker = {{ failure_ratio = 0.5, min_requests = 4, window = "1s", open_duration = "2s", half_open_requests = 2 }}
 {cluster_tls}
 [[clusters]]
 name = "laptop"
@@ -158,6 +167,7 @@ lb = "least_request"
 [[clusters]]
 name = "greeter"
 endpoints = [{all}]
+passive_health = {{ max_fails = 3, fail_timeout = "10s" }}
 {cluster_tls}"#,
         auth = list(auth),
         laptop = list(laptop),
@@ -306,6 +316,9 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         spread.get(&victim_name).copied().unwrap_or(0)
     );
 
+    println!("\n4. Resilience, as a timeline (ms since this part started):");
+    resilience(&channel).await?;
+
     if args.serve {
         println!("\nServing on {address} until Ctrl-C. Try:");
         if tls.is_none() {
@@ -319,6 +332,110 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     } else {
         Err(format!("{} calls failed after the kill", calls - ok).into())
     }
+}
+
+/// The resilience timeline: each step says what was sent, what came back and when; an
+/// answer other than the expected one fails the demo.
+async fn resilience(channel: &Channel) -> Result<(), DemoError> {
+    let started = tokio::time::Instant::now();
+    let at = || format!("[{:>5} ms]", started.elapsed().as_millis());
+
+    // A deadline cutting a slow call.
+    let mut laptops = LaptopServiceClient::new(channel.clone());
+    let slow = laptops
+        .create_laptop(with(
+            &[("x-delay-ms", "3000")],
+            CreateLaptopRequest::default(),
+        ))
+        .await;
+    match slow {
+        Err(status) if status.code() == tonic::Code::DeadlineExceeded => println!(
+            "   {} CreateLaptop to a backend that takes 3 s: DEADLINE_EXCEEDED at the laptop route's 1 s timeout (\"{}\"); the backend was told to stop",
+            at(),
+            status.message()
+        ),
+        other => {
+            return Err(
+                format!("the slow CreateLaptop was not cut by its deadline: {other:?}").into(),
+            );
+        }
+    }
+
+    // A flaky backend retried with backoff until OK.
+    let mut greeter = GreeterClient::new(channel.clone());
+    let before = tokio::time::Instant::now();
+    let flaky = greeter
+        .say_hello(with(
+            &[("x-fail-code", "14"), ("x-fail-attempts", "2")],
+            HelloRequest {
+                name: "flaky".into(),
+            },
+        ))
+        .await?;
+    let retries = flaky
+        .metadata()
+        .get("grpc-previous-rpc-attempts")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_string();
+    println!(
+        "   {} SayHello whose first 2 attempts answer UNAVAILABLE: OK from {} after {retries} retries, {} ms of exponential backoff (100 ms, 200 ms)",
+        at(),
+        served_by(flaky.metadata()),
+        before.elapsed().as_millis()
+    );
+    if retries != "2" {
+        return Err(format!("the flaky call was retried {retries} times, not 2").into());
+    }
+
+    // A circuit that opens, rejects fast, goes half-open and closes.
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let login = || LoginRequest {
+        username: "admin".into(),
+        password: "secret".into(),
+    };
+    for _ in 0..4 {
+        let failed = auth.login(with(&[("x-fail-code", "14")], login())).await;
+        if failed.is_ok() {
+            return Err("a Login asked to fail succeeded".into());
+        }
+    }
+    println!(
+        "   {} 4 Logins answered UNAVAILABLE by the backend: 4 of 4 failed, the circuit of cluster auth opens",
+        at()
+    );
+    let before = tokio::time::Instant::now();
+    match auth.login(login()).await {
+        Err(status) if status.message().contains("circuit breaker") => println!(
+            "   {} Login refused in {} µs, no backend asked: \"{}\"",
+            at(),
+            before.elapsed().as_micros(),
+            status.message()
+        ),
+        other => return Err(format!("the open circuit let a Login through: {other:?}").into()),
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for _ in 0..2 {
+        auth.login(login()).await?;
+    }
+    println!(
+        "   {} after open_duration (2 s) the circuit is half-open: 2 trial Logins succeed, it closes",
+        at()
+    );
+    auth.login(login()).await?;
+    println!("   {} Login OK: calls flow again", at());
+    Ok(())
+}
+
+/// A request with these metadata entries (the demo backends' test behaviours).
+fn with<T>(pairs: &[(&'static str, &str)], message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in pairs {
+        if let Ok(value) = value.parse() {
+            request.metadata_mut().insert(*key, value);
+        }
+    }
+    request
 }
 
 async fn shutdown(proxy: ProxyHandle) {

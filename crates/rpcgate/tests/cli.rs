@@ -348,6 +348,18 @@ async fn demo_spreads_calls_over_its_backends() {
     for name in ["backend-1", "backend-2", "backend-3"] {
         assert!(said.contains(name), "{name} missing from:\n{said}");
     }
+    // The resilience timeline.
+    for step in [
+        "DEADLINE_EXCEEDED at the laptop route's 1 s timeout",
+        "after 2 retries",
+        "the circuit of cluster auth opens",
+        "Login refused in",
+        "circuit breaker closed -> open: 4 of the last 4 calls failed",
+        "2 trial Logins succeed, it closes",
+        "Login OK: calls flow again",
+    ] {
+        assert!(said.contains(step), "{step:?} missing from:\n{said}");
+    }
 }
 
 /// `check` on TLS settings: `insecure_skip_verify` is valid but warned about; a key that

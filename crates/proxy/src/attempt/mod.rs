@@ -179,7 +179,7 @@ pub(crate) async fn run(
         let attempt_started = Instant::now();
         let retrying = retrier.as_ref().map(|r| PolicyAttempt {
             hold: r.may_retry(body.replayable()),
-            previous: end.attempts - 1,
+            previous: end.retries,
         });
         let attempt = attempt_once(target, parts, body, &endpoint, retrying);
         let per_try = retrier.as_ref().and_then(Retrier::per_try_timeout);
@@ -294,7 +294,8 @@ fn attempt_limit(
 pub(crate) struct PolicyAttempt {
     /// Hold the response head until the first message or the end of the stream.
     pub(crate) hold: bool,
-    /// Attempts made before this one (sent as `grpc-previous-rpc-attempts` when > 0).
+    /// Retries by policy made before this one (sent as `grpc-previous-rpc-attempts` when
+    /// > 0; attempts that never reached a backend do not count, as in gRPC).
     pub(crate) previous: u32,
 }
 
