@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rpcgate_balance::{BreakerState, BreakerTicket, CircuitBreaker, Transition};
 
-use crate::state::ClusterState;
 use crate::verdict::{Cause, Verdict};
 
 /// `max_requests`: calls in flight to a cluster, and its limit.
@@ -74,8 +73,19 @@ impl Admitted {
     }
 }
 
-/// Admits a call to `cluster`, or answers why not.
-pub(crate) fn admit(cluster: &ClusterState) -> Result<Option<Admitted>, Verdict> {
+/// A cluster's admission limits.
+#[derive(Debug)]
+pub(crate) struct ClusterLimits {
+    /// The cluster (for messages and logs).
+    pub(crate) name: Arc<str>,
+    /// `max_requests`, when set.
+    pub(crate) max_requests: Option<InFlightLimit>,
+    /// The circuit breaker, when configured.
+    pub(crate) breaker: Option<CircuitBreaker>,
+}
+
+/// Admits a call to a cluster with these limits, or answers why not.
+pub(crate) fn admit(cluster: &ClusterLimits) -> Result<Option<Admitted>, Verdict> {
     if cluster.max_requests.is_none() && cluster.breaker.is_none() {
         return Ok(None);
     }

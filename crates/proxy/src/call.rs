@@ -123,7 +123,7 @@ async fn proxy_call(
     // 2. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
     // 3. admission: max_requests and the circuit breaker
-    match admission::admit(&route.cluster) {
+    match admission::admit(&route.cluster.limits) {
         Ok(admitted) => end.admitted(admitted),
         Err(verdict) => return end.respond(verdict),
     }

@@ -39,6 +39,7 @@ pub mod deadline;
 mod error;
 mod headers;
 mod health_check;
+mod hold;
 mod listen;
 mod request_body;
 mod response;

@@ -10,10 +10,11 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use rpcgate_balance::CallGuard;
 
-use crate::attempt::{Answer, Answered, Held, Target};
+use crate::attempt::{Answer, Answered, Target};
 use crate::body::ProxyBody;
 use crate::call_end::CallEnd;
 use crate::headers;
+use crate::hold::Held;
 use crate::response_body::{Http1Body, UpstreamBody};
 use crate::upstream::StreamSlot;
 use crate::verdict::{Cause, Verdict, grpc_status};

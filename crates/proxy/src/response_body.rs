@@ -16,9 +16,9 @@ use http::StatusCode;
 use http_body::{Body, Frame};
 use tokio::time::Sleep;
 
-use crate::attempt::Held;
 use crate::body::BoxError;
 use crate::call_end::CallEnd;
+use crate::hold::Held;
 use crate::status;
 use crate::upstream::StreamSlot;
 use crate::verdict::{Cause, Code, Verdict, grpc_status};

@@ -36,7 +36,7 @@ use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
 use crate::access_log::AccessLog;
-use crate::admission::InFlightLimit;
+use crate::admission::{ClusterLimits, InFlightLimit};
 use crate::error::StartError;
 use crate::health_check::{self, ProbeSettings, Prober};
 use crate::retry::RetryState;
@@ -118,10 +118,8 @@ pub(crate) struct ClusterState {
     pub(crate) tls: Option<UpstreamTls>,
     /// Whether the last pick was in panic mode, so the log says it once per episode.
     pub(crate) in_panic: AtomicBool,
-    /// `max_requests`, when set.
-    pub(crate) max_requests: Option<InFlightLimit>,
-    /// The circuit breaker, when configured.
-    pub(crate) breaker: Option<CircuitBreaker>,
+    /// `max_requests` and the circuit breaker.
+    pub(crate) limits: ClusterLimits,
     /// The active health prober, stopped with this state.
     _prober: Option<Prober>,
     /// The configuration it was built from, to tell whether a new one changed it.
@@ -303,16 +301,19 @@ impl ClusterState {
             hash_key,
             tls,
             in_panic: AtomicBool::new(false),
-            max_requests: config.max_requests.map(InFlightLimit::new),
-            breaker: config.circuit_breaker.map(|b| {
-                CircuitBreaker::new(BreakerPolicy {
-                    failure_ratio: b.failure_ratio,
-                    min_requests: b.min_requests,
-                    window: b.window,
-                    open_duration: b.open_duration,
-                    half_open_requests: b.half_open_requests,
-                })
-            }),
+            limits: ClusterLimits {
+                name: config.name.as_str().into(),
+                max_requests: config.max_requests.map(InFlightLimit::new),
+                breaker: config.circuit_breaker.map(|b| {
+                    CircuitBreaker::new(BreakerPolicy {
+                        failure_ratio: b.failure_ratio,
+                        min_requests: b.min_requests,
+                        window: b.window,
+                        open_duration: b.open_duration,
+                        half_open_requests: b.half_open_requests,
+                    })
+                }),
+            },
             config: config.clone(),
         }))
     }

@@ -13,8 +13,9 @@ use std::sync::atomic::AtomicU64;
 use rpcgate_balance::Endpoint;
 use tokio::time::Instant;
 
-use super::{Answer, H2Answer, Held, PolicyAttempt, Target};
+use super::{Answer, H2Answer, PolicyAttempt, Target};
 use crate::headers;
+use crate::hold::hold;
 use crate::request_body::{BytesIn, PumpError, RequestBody, pump_rest};
 use crate::verdict::{Cause, ConnectFailure};
 
@@ -102,24 +103,6 @@ pub(super) async fn attempt(
             }
         }
     }
-}
-
-/// Holds a response head while a retry is still possible: reads up to the first message or
-/// the end of the stream, so a call that fails before sending any message can still be
-/// retried. `None` when the head ended the stream (trailers-only).
-async fn hold(recv: &mut h2::RecvStream) -> Option<Held> {
-    if recv.is_end_stream() {
-        return None;
-    }
-    Some(match std::future::poll_fn(|cx| recv.poll_data(cx)).await {
-        Some(Ok(bytes)) => Held::Data(bytes),
-        Some(Err(error)) => Held::Broken(error),
-        None => match std::future::poll_fn(|cx| recv.poll_trailers(cx)).await {
-            Ok(Some(trailers)) => Held::Trailers(trailers),
-            Ok(None) => Held::End,
-            Err(error) => Held::Broken(error),
-        },
-    })
 }
 
 /// What an h2 error before the response head means.

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Response;
 use hyper::body::Incoming;
 use rpcgate_balance::{CallGuard, Endpoint, Pick, PickContext};
@@ -29,11 +28,12 @@ use tokio::time::Instant;
 
 use crate::call_end::CallEnd;
 use crate::deadline::Deadline;
+use crate::hold::{self, Held};
 use crate::request_body::{BytesIn, RequestBody};
 use crate::retry::Retrier;
 use crate::state::{ClusterState, RouteState};
 use crate::upstream::{StreamSlot, Upstreams};
-use crate::verdict::{Cause, Verdict, grpc_status};
+use crate::verdict::{Cause, Verdict};
 
 /// Most attempts one call makes without a retry policy (1 + transparent retries).
 pub(crate) const MAX_ATTEMPTS: usize = 5;
@@ -95,47 +95,11 @@ pub(crate) struct H2Answer {
     pub(crate) first: Option<Held>,
 }
 
-/// What came after a held response head.
-#[derive(Debug)]
-pub(crate) enum Held {
-    /// The first message's bytes: the response goes to the client.
-    Data(Bytes),
-    /// Trailers before any message.
-    Trailers(http::HeaderMap),
-    /// The end of the stream, without trailers.
-    End,
-    /// The stream broke before any message.
-    Broken(::h2::Error),
-}
-
 impl H2Answer {
-    /// How the answer ended, if it ended before anything could go to the client (a
-    /// trailers-only response, trailers or a reset before the first message, a non-gRPC
-    /// HTTP error): what a retry policy decides on. A broken stream's error is taken out,
-    /// so the caller answers the client from the verdict if it does not retry.
+    /// How the answer ended, if it ended before anything could go to the client: what a
+    /// retry policy decides on (see [`hold::ended`]).
     fn ended(&mut self, grpc: bool) -> Option<Verdict> {
-        let head = &self.response;
-        if grpc
-            && head.status() != http::StatusCode::OK
-            && !head.headers().contains_key("grpc-status")
-        {
-            return Some(Verdict::new(Cause::UpstreamHttpError(head.status())));
-        }
-        match &self.first {
-            None if self.response.body().is_end_stream() => Some(Verdict::completed(
-                grpc_status(head.headers()),
-                head.status(),
-            )),
-            None | Some(Held::Data(_)) => None,
-            Some(Held::Trailers(trailers)) => {
-                Some(Verdict::completed(grpc_status(trailers), head.status()))
-            }
-            Some(Held::End) => Some(Verdict::completed(None, head.status())),
-            Some(Held::Broken(_)) => match self.first.take() {
-                Some(Held::Broken(error)) => Some(Verdict::new(Cause::BrokenMidStream(error))),
-                _ => None,
-            },
-        }
+        hold::ended(&self.response, &mut self.first, grpc)
     }
 }
 
