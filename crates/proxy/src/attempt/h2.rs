@@ -84,7 +84,9 @@ pub(super) async fn attempt(
                 }
                 let mut response = response;
                 let first = match policy {
-                    Some(policy) if policy.hold => hold(response.body_mut()).await,
+                    // Boxed: only routes with a retry policy hold, and the others' call
+                    // futures stay small.
+                    Some(policy) if policy.hold => Box::pin(hold(response.body_mut())).await,
                     _ => None,
                 };
                 return Ok(Answer::H2(H2Answer {

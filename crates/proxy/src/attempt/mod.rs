@@ -172,7 +172,7 @@ pub(crate) async fn run(
                         verdict.settle(guard);
                         tried.push(endpoint.id());
                         end.retries += 1;
-                        tokio::time::sleep(delay).await;
+                        Box::pin(tokio::time::sleep(delay)).await;
                         continue;
                     }
                     // The answer stands, unless its error was taken out of it.
@@ -216,7 +216,8 @@ pub(crate) async fn run(
         };
         tried.push(endpoint.id());
         end.retries += 1;
-        tokio::time::sleep(delay).await;
+        // Boxed, as rare: it does not grow every call's future.
+        Box::pin(tokio::time::sleep(delay)).await;
     }
     Err(Verdict::new(Cause::NoBackendTookIt {
         cluster: target.cluster.name.clone(),
