@@ -11,7 +11,7 @@
 //! [`crate::status`].
 //!
 //! [`forward`] is the boundary other front ends (gRPC-Web, later) enter by: it takes a
-//! request whose body is already boxed.
+//! request head and a body already boxed.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -46,17 +46,18 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let request = request.map(|body| body.map_err(BoxError::from).boxed_unsync());
-    Ok(forward(request, &conn).await)
+    let (parts, body) = request.into_parts();
+    Ok(forward(parts, body.map_err(BoxError::from).boxed_unsync(), &conn).await)
 }
 
 /// Runs one call whose request body is boxed; a panic fails this call only.
 pub(crate) async fn forward(
-    request: Request<RequestBodyBox>,
+    parts: http::request::Parts,
+    body: RequestBodyBox,
     conn: &Arc<ConnCtx>,
 ) -> Response<ProxyBody> {
-    let grpc = headers::is_grpc(request.headers());
-    let call = AssertUnwindSafe(proxy_call(request, conn, grpc));
+    let grpc = headers::is_grpc(&parts.headers);
+    let call = AssertUnwindSafe(proxy_call(parts, body, conn, grpc));
     match call.catch_unwind().await {
         Ok(response) => response,
         Err(_) => {
@@ -68,13 +69,13 @@ pub(crate) async fn forward(
 
 /// The call sequence.
 async fn proxy_call(
-    request: Request<RequestBodyBox>,
+    mut parts: http::request::Parts,
+    body: RequestBodyBox,
     conn: &Arc<ConnCtx>,
     grpc: bool,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let generation = conn.generation();
-    let (mut parts, body) = request.into_parts();
 
     #[cfg(feature = "test-hooks")]
     if parts.headers.contains_key("x-rpcgate-test-panic") {

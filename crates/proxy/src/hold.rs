@@ -28,19 +28,22 @@ pub(crate) enum Held {
 /// Holds a response head while a retry is still possible: reads up to the first message or
 /// the end of the stream, so a call that fails before sending any message can still be
 /// retried. `None` when the head ended the stream (trailers-only).
-pub(crate) async fn hold(recv: &mut h2::RecvStream) -> Option<Held> {
+pub(crate) async fn hold(recv: &mut h2::RecvStream) -> Option<Box<Held>> {
     if recv.is_end_stream() {
         return None;
     }
-    Some(match std::future::poll_fn(|cx| recv.poll_data(cx)).await {
-        Some(Ok(bytes)) => Held::Data(bytes),
-        Some(Err(error)) => Held::Broken(error),
-        None => match std::future::poll_fn(|cx| recv.poll_trailers(cx)).await {
-            Ok(Some(trailers)) => Held::Trailers(trailers),
-            Ok(None) => Held::End,
-            Err(error) => Held::Broken(error),
+    // Boxed: the answers and bodies of calls that do not hold stay small.
+    Some(Box::new(
+        match std::future::poll_fn(|cx| recv.poll_data(cx)).await {
+            Some(Ok(bytes)) => Held::Data(bytes),
+            Some(Err(error)) => Held::Broken(error),
+            None => match std::future::poll_fn(|cx| recv.poll_trailers(cx)).await {
+                Ok(Some(trailers)) => Held::Trailers(trailers),
+                Ok(None) => Held::End,
+                Err(error) => Held::Broken(error),
+            },
         },
-    })
+    ))
 }
 
 /// How a held answer ended, if it ended before anything could go to the client (a
@@ -49,14 +52,14 @@ pub(crate) async fn hold(recv: &mut h2::RecvStream) -> Option<Held> {
 /// `first`, so the caller answers the client from the verdict if it does not retry.
 pub(crate) fn ended(
     head: &Response<h2::RecvStream>,
-    first: &mut Option<Held>,
+    first: &mut Option<Box<Held>>,
     grpc: bool,
 ) -> Option<Verdict> {
     if grpc && head.status() != http::StatusCode::OK && !head.headers().contains_key("grpc-status")
     {
         return Some(Verdict::new(Cause::UpstreamHttpError(head.status())));
     }
-    match &*first {
+    match first.as_deref() {
         None if head.body().is_end_stream() => Some(Verdict::completed(
             grpc_status(head.headers()),
             head.status(),
@@ -66,7 +69,7 @@ pub(crate) fn ended(
             Some(Verdict::completed(grpc_status(trailers), head.status()))
         }
         Some(Held::End) => Some(Verdict::completed(None, head.status())),
-        Some(Held::Broken(_)) => match first.take() {
+        Some(Held::Broken(_)) => match first.take().map(|held| *held) {
             Some(Held::Broken(error)) => Some(Verdict::new(Cause::BrokenMidStream(error))),
             _ => None,
         },

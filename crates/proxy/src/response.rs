@@ -44,7 +44,7 @@ pub(crate) fn deliver(
 fn from_h2(
     response: Response<h2::RecvStream>,
     slot: StreamSlot,
-    first: Option<Held>,
+    first: Option<Box<Held>>,
     guard: CallGuard,
     target: &Target<'_>,
     mut end: CallEnd,

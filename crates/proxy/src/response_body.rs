@@ -35,7 +35,7 @@ enum State {
 pub(crate) struct UpstreamBody {
     recv: Option<h2::RecvStream>,
     /// The frame read while the response head was held (retries), yielded first.
-    first: Option<Held>,
+    first: Option<Box<Held>>,
     state: State,
     /// The response head's status, for the verdict.
     http_status: StatusCode,
@@ -51,7 +51,7 @@ impl UpstreamBody {
     pub(crate) fn new(
         recv: h2::RecvStream,
         http_status: StatusCode,
-        first: Option<Held>,
+        first: Option<Box<Held>>,
         deadline: Option<Pin<Box<Sleep>>>,
         end: CallEnd,
         slot: StreamSlot,
@@ -139,7 +139,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(this.cut(Cause::DeadlineMidStream));
         }
         if let Some(first) = this.first.take() {
-            return Poll::Ready(this.held(first));
+            return Poll::Ready(this.held(*first));
         }
         let Some(recv) = this.recv.as_mut() else {
             return Poll::Ready(None);

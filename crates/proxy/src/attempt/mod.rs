@@ -92,7 +92,7 @@ pub(crate) struct H2Answer {
     pub(crate) bytes_in: Option<BytesIn>,
     /// The first frame after the head, read while a retry was still possible (the
     /// response head is held until the first message or the end of the stream).
-    pub(crate) first: Option<Held>,
+    pub(crate) first: Option<Box<Held>>,
 }
 
 impl H2Answer {
@@ -154,7 +154,11 @@ pub(crate) async fn run(
             None => attempt.await,
         };
         let cause = match result {
-            Ok(Answer::H2(mut answer)) if retrier.is_some() => {
+            // The common case first: no retry policy, nothing held, one move out.
+            Ok(answer) if retrier.is_none() => {
+                return Ok(answered(answer, guard, attempt_started, body, end));
+            }
+            Ok(Answer::H2(mut answer)) => {
                 let Some(verdict) = answer.ended(end.grpc) else {
                     return Ok(answered(
                         Answer::H2(answer),
