@@ -355,3 +355,33 @@ async fn a_route_without_policy_does_not_retry() {
     assert!(reply.metadata().get("grpc-previous-rpc-attempts").is_none());
     proxy.shutdown().await;
 }
+
+/// When only endpoints whose connect failed are left, the call ends with the last answer
+/// a backend gave, not with the connect error.
+#[tokio::test(start_paused = true)]
+async fn the_last_answer_stands_when_only_dead_endpoints_are_left() {
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let config = OneCluster::new(format!("\"{dead}\", \"{}\"", b1.addr()))
+        .route(r#"retry = { max_attempts = 3, base_interval = "10ms" }"#)
+        .cluster("passive_health = { max_fails = 0 }")
+        .build();
+    let proxy = start_local_proxy(&config);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let request = with_meta(
+        hello("a"),
+        &[(meta::FAIL_CODE, "14"), (meta::FAIL_ATTEMPTS, "100")],
+    );
+    let status = bounded(client.say_hello(request)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        !status.message().contains("connect"),
+        "{}",
+        status.message()
+    );
+    assert!(b1.calls() >= 1);
+    proxy.shutdown().await;
+}

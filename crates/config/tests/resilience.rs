@@ -156,3 +156,48 @@ fn slow_start_zero_or_absent_is_off() {
         ]
     );
 }
+
+#[test]
+fn active_health_needs_http2_and_a_short_interval_alone_is_fine() {
+    let http1 = cluster_with("protocol = \"http1\"\nactive_health = {}");
+    assert_eq!(
+        lines(&http1),
+        [
+            "t.toml:13:1: clusters[0].active_health: active_health sends grpc.health.v1.Health/Check over HTTP/2; it cannot probe protocol = \"http1\" backends"
+        ]
+    );
+    let short = ok(&cluster_with(r#"active_health = { interval = "500ms" }"#));
+    let a = short.clusters[0].active_health.clone().unwrap();
+    assert_eq!(
+        a.timeout,
+        Duration::from_millis(500),
+        "the timeout follows a shorter interval"
+    );
+}
+
+#[test]
+fn settings_that_cannot_work_are_warned_about() {
+    let ring = ok(&cluster_with(
+        "lb = \"ring_hash\"\nhash_key = \"client_ip\"\nslow_start = \"30s\"",
+    ));
+    assert_eq!(ring.warnings.len(), 1, "{:?}", ring.warnings);
+    assert!(
+        ring.warnings[0].contains("clusters[0].slow_start: has no effect with lb = \"ring_hash\""),
+        "{:?}",
+        ring.warnings
+    );
+    let text = minimal_with(
+        "cluster = \"backends\"",
+        "timeout = \"1s\"\nretry = { per_try_timeout = \"2s\" }",
+    );
+    let route = ok(&text);
+    assert!(
+        route
+            .warnings
+            .iter()
+            .any(|w| w
+                .contains("retry.per_try_timeout: is not shorter than the route's timeout (1s)")),
+        "{:?}",
+        route.warnings
+    );
+}

@@ -116,3 +116,11 @@ fn bad_values_are_reported_at_the_value_with_the_key() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn ok_cannot_be_retried() {
+    assert_eq!(
+        lines(&with_retry(r#"on = ["ok"]"#)),
+        ["t.toml:8:17: listeners[0].routes[0].retry.on[0]: OK is a success and is never retried"]
+    );
+}

@@ -158,8 +158,11 @@ async fn check(
     if response.status() != StatusCode::OK {
         return Err(format!("HTTP {}", response.status()));
     }
-    if let Some(code) = grpc_status(response.headers()) {
-        return Err(format!("grpc-status {}", code.name()));
+    match grpc_status(response.headers()) {
+        // Trailers-only: no HealthCheckResponse came.
+        Some(Code::OK) => return Err("answered OK without a HealthCheckResponse".into()),
+        Some(code) => return Err(format!("grpc-status {}", code.name())),
+        None => {}
     }
     let mut body = response.into_body();
     let mut message = BytesMut::new();

@@ -583,11 +583,14 @@ impl Verdict {
 
     /// What the circuit breaker makes of the call's end: `Some(true)` a failure (those of
     /// passive health, every connect failing, and DEADLINE_EXCEEDED, contract §4),
-    /// `Some(false)` a success, `None` nothing (the client went away).
+    /// `Some(false)` a success, `None` nothing (the client went away, or the cluster has
+    /// no endpoint at all).
     pub fn breaker_failure(&self) -> Option<bool> {
         match (&self.cause, self.health) {
             (Cause::ClientCancelled(_) | Cause::ClientGone, _) => None,
-            (Cause::NoBackendTookIt { .. } | Cause::NoEndpoint { .. }, _) => Some(true),
+            // No endpoint at all is a configuration matter, not a failing backend.
+            (Cause::NoEndpoint { .. }, _) => None,
+            (Cause::NoBackendTookIt { .. }, _) => Some(true),
             (_, Health::Failure) => Some(true),
             _ => Some(self.code == Some(Code::DEADLINE_EXCEEDED)),
         }

@@ -316,7 +316,9 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         spread.get(&victim_name).copied().unwrap_or(0)
     );
 
-    println!("\n4. Resilience, as a timeline (ms since this part started):");
+    println!(
+        "\n4. Resilience, as a timeline (when each step ended, in ms since this part started):"
+    );
     resilience(&channel).await?;
 
     if args.serve {
@@ -350,7 +352,7 @@ async fn resilience(channel: &Channel) -> Result<(), DemoError> {
         .await;
     match slow {
         Err(status) if status.code() == tonic::Code::DeadlineExceeded => println!(
-            "   {} CreateLaptop to a backend that takes 3 s: DEADLINE_EXCEEDED at the laptop route's 1 s timeout (\"{}\"); the backend was told to stop",
+            "   {} CreateLaptop to a backend that takes 3 s: DEADLINE_EXCEEDED at the laptop route's 1 s timeout (\"{}\"); rpcgate cancelled the backend's stream",
             at(),
             status.message()
         ),
@@ -379,7 +381,7 @@ async fn resilience(channel: &Channel) -> Result<(), DemoError> {
         .unwrap_or("0")
         .to_string();
     println!(
-        "   {} SayHello whose first 2 attempts answer UNAVAILABLE: OK from {} after {retries} retries, {} ms of exponential backoff (100 ms, 200 ms)",
+        "   {} SayHello whose first 2 attempts answer UNAVAILABLE: OK from {} after {retries} retries, in {} ms (exponential backoff: 100 ms, then 200 ms)",
         at(),
         served_by(flaky.metadata()),
         before.elapsed().as_millis()

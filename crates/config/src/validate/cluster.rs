@@ -1,10 +1,12 @@
-//! `[[clusters]]`: endpoints, balancing policy, upstream protocol, timeouts and passive
-//! health, and the keys of a later release that a cluster may carry.
+//! `[[clusters]]`: endpoints, balancing policy, upstream protocol, timeouts, passive and
+//! active health, `circuit_breaker`, `max_requests`, `slow_start`, and the keys of a later
+//! release that a cluster may carry.
 
 use std::ops::Range;
 
 use super::Validator;
 use crate::defaults;
+use crate::duration::parse_duration;
 use crate::file::{ActiveHealthFile, CircuitBreakerFile, ClusterFile, EndpointFile, Spanned};
 use crate::locate::KeyPath;
 use crate::runtime::{
@@ -114,6 +116,13 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|s| self.duration(s, &key.key("slow_start")))
             .filter(|d| !d.is_zero());
+        if let (Some(_), Some(s), LbPolicy::RingHash(_)) = (slow_start, &c.slow_start, &lb) {
+            self.warn(
+                &s.span(),
+                &key.key("slow_start"),
+                "has no effect with lb = \"ring_hash\" (keys stay on their endpoints)",
+            );
+        }
         let max_requests = c
             .max_requests
             .as_ref()
@@ -135,10 +144,16 @@ impl Validator<'_> {
                 passive_health.fail_timeout,
             );
         }
-        let active_health = c
-            .active_health
-            .as_ref()
-            .map(|a| self.active_health(a.get_ref(), &key.key("active_health")));
+        let active_health = c.active_health.as_ref().map(|a| {
+            if protocol == UpstreamProtocol::Http1 {
+                self.key_err(
+                    &a.span(),
+                    &key.key("active_health"),
+                    "active_health sends grpc.health.v1.Health/Check over HTTP/2; it cannot probe protocol = \"http1\" backends",
+                );
+            }
+            self.active_health(a.get_ref(), &key.key("active_health"))
+        });
         let circuit_breaker = c
             .circuit_breaker
             .as_ref()
@@ -176,12 +191,19 @@ impl Validator<'_> {
             &key.key("interval"),
             defaults::ACTIVE_HEALTH_INTERVAL,
         );
+        let interval_ok = a
+            .interval
+            .as_ref()
+            .is_none_or(|i| parse_duration(i.get_ref()).is_ok_and(|d| !d.is_zero()));
+        // Without a `timeout`, a probe may take the default or the interval, whichever is
+        // shorter, so that a short interval alone is valid.
         let timeout = self.positive_duration(
             a.timeout.as_ref(),
             &key.key("timeout"),
-            defaults::ACTIVE_HEALTH_TIMEOUT,
+            defaults::ACTIVE_HEALTH_TIMEOUT.min(interval),
         );
         if let Some(t) = &a.timeout
+            && interval_ok
             && timeout > interval
         {
             self.err(

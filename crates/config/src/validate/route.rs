@@ -1,5 +1,5 @@
-//! `[[listeners.routes]]`: a route's name, `match` table, cluster, timeout and header
-//! rewrites.
+//! `[[listeners.routes]]`: a route's name, `match` table, cluster, timeout, `retry` and
+//! header rewrites.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -80,6 +80,19 @@ impl Validator<'_> {
             .retry
             .as_ref()
             .map(|v| self.retry(v.get_ref(), &key.key("retry")));
+        if let (Some(timeout), Some(policy), Some(file)) = (timeout, &retry, &r.retry)
+            && let (Some(per_try), Some(span)) = (
+                policy.per_try_timeout,
+                file.get_ref().per_try_timeout.as_ref().map(|p| p.span()),
+            )
+            && per_try >= timeout
+        {
+            self.warn(
+                &span,
+                &key.key("retry").key("per_try_timeout"),
+                format!("is not shorter than the route's timeout ({timeout:?}): no attempt can be retried after it"),
+            );
+        }
         if let Some(v) = &r.rate_limit {
             self.not_implemented("routes.rate_limit", &key.key("rate_limit"), &v.span());
         }
@@ -138,6 +151,11 @@ impl Validator<'_> {
                     match RETRYABLE_CODES.iter().find(|(n, _)| *n == wanted) {
                         Some((_, code)) if !codes.contains(code) => codes.push(*code),
                         Some(_) => {}
+                        None if wanted == "ok" => self.err(
+                            &name.span(),
+                            &key.key("on").index(i),
+                            "OK is a success and is never retried",
+                        ),
                         None => {
                             let known: Vec<&str> =
                                 RETRYABLE_CODES.iter().map(|(n, _)| *n).collect();

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 
 use super::{Answer, H2Answer, PolicyAttempt, Target};
 use crate::headers;
-use crate::hold::hold;
 use crate::request_body::{BytesIn, PumpError, RequestBody, pump_rest};
 use crate::verdict::{Cause, ConnectFailure};
 
@@ -82,18 +81,11 @@ pub(super) async fn attempt(
                     bytes_in = Some(counter.clone());
                     tokio::spawn(pump_rest(std::mem::take(body), send, counter));
                 }
-                let mut response = response;
-                let first = match policy {
-                    // Boxed: only routes with a retry policy hold, and the others' call
-                    // futures stay small.
-                    Some(policy) if policy.hold => Box::pin(hold(response.body_mut())).await,
-                    _ => None,
-                };
                 return Ok(Answer::H2(H2Answer {
                     response,
                     slot,
                     bytes_in,
-                    first,
+                    first: None,
                 }));
             }
             step = body.pump_step(&mut send), if !body.done_sending() => {

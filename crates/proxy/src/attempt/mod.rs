@@ -128,6 +128,8 @@ pub(crate) async fn run(
     let mut tried: Vec<u64> = Vec::new();
     let mut connect_failed: Vec<u64> = Vec::new();
     let mut last: Option<Verdict> = None;
+    // The last verdict of an attempt that reached a backend and was retried by policy.
+    let mut answered_last: Option<Verdict> = None;
     for _ in 0..most {
         let Some(pick) = target.pick(&tried) else {
             return Err(Verdict::new(Cause::NoEndpoint {
@@ -136,6 +138,11 @@ pub(crate) async fn run(
         };
         let endpoint = pick.endpoint;
         if connect_failed.contains(&endpoint.id()) {
+            // Nothing left but endpoints that refused to connect: the call ends with the
+            // last answer a backend gave, if a retry policy got one.
+            if let Some(answer) = answered_last.take() {
+                return Err(answer);
+            }
             break;
         }
         end.attempt_on(endpoint.address());
@@ -159,6 +166,17 @@ pub(crate) async fn run(
                 return Ok(answered(answer, guard, attempt_started, body, end));
             }
             Ok(Answer::H2(mut answer)) => {
+                // The head is held past the attempt's per_try_timeout (it has answered),
+                // up to the first message, within the call's deadline.
+                if retrying.is_some_and(|p| p.hold) {
+                    match held(&mut answer, target.deadline).await {
+                        Ok(first) => answer.first = first,
+                        Err(verdict) => {
+                            verdict.settle(guard);
+                            return Err(verdict);
+                        }
+                    }
+                }
                 let Some(verdict) = answer.ended(end.grpc) else {
                     return Ok(answered(
                         Answer::H2(answer),
@@ -174,6 +192,7 @@ pub(crate) async fn run(
                 match delay {
                     Some(delay) => {
                         verdict.settle(guard);
+                        answered_last = Some(verdict);
                         tried.push(endpoint.id());
                         end.retries += 1;
                         Box::pin(tokio::time::sleep(delay)).await;
@@ -218,15 +237,33 @@ pub(crate) async fn run(
         let Some(delay) = delay else {
             return Err(verdict);
         };
+        answered_last = Some(verdict);
         tried.push(endpoint.id());
         end.retries += 1;
         // Boxed, as rare: it does not grow every call's future.
         Box::pin(tokio::time::sleep(delay)).await;
     }
-    Err(Verdict::new(Cause::NoBackendTookIt {
-        cluster: target.cluster.name.clone(),
-        last: last.map(|verdict| Box::new(verdict.cause)),
+    Err(answered_last.unwrap_or_else(|| {
+        Verdict::new(Cause::NoBackendTookIt {
+            cluster: target.cluster.name.clone(),
+            last: last.map(|verdict| Box::new(verdict.cause)),
+        })
     }))
+}
+
+/// Holds `answer`'s head until its first message or its end, within `deadline`.
+async fn held(
+    answer: &mut H2Answer,
+    deadline: Option<Deadline>,
+) -> Result<Option<Box<Held>>, Verdict> {
+    // Boxed: only routes with a retry policy hold; the others' call futures stay small.
+    let hold = Box::pin(hold::hold(answer.response.body_mut()));
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.at, hold)
+            .await
+            .map_err(|_| Verdict::new(Cause::DeadlineBeforeHead(deadline.timeout))),
+        None => Ok(hold.await),
+    }
 }
 
 /// Notes the answering attempt on `end` and hands it on.
