@@ -19,6 +19,8 @@
 //!   balancer: endpoints that stay keep their state and their pooled connections, and the
 //!   set is updated in place — the one thing a generation shares with the one before, so
 //!   a call in flight that retries picks from the new set (as it will with discovery);
+//!   its breaker, `max_requests` count and active-health prober carry over too when
+//!   their own settings did not change;
 //! - anything else starts fresh.
 //!
 //! Listeners' sockets are not part of a generation (binding is [`crate::listen`]'s).
@@ -119,9 +121,9 @@ pub(crate) struct ClusterState {
     /// Whether the last pick was in panic mode, so the log says it once per episode.
     pub(crate) in_panic: AtomicBool,
     /// `max_requests` and the circuit breaker.
-    pub(crate) limits: ClusterLimits,
+    pub(crate) limits: Arc<ClusterLimits>,
     /// The active health prober, stopped with this state.
-    _prober: Option<Prober>,
+    _prober: Option<Arc<Prober>>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -277,18 +279,46 @@ impl ClusterState {
                 PoolId::fresh(),
             ),
         };
-        let prober = config.active_health.as_ref().map(|policy| {
-            health_check::spawn(
-                runtime,
-                balancer.clone(),
-                ProbeSettings {
-                    cluster: config.name.as_str().into(),
-                    policy: policy.clone(),
-                    tls: tls.clone(),
-                    authority: authority.clone(),
-                    connect_timeout: config.connect_timeout,
-                },
-            )
+        // A kept balancer keeps what watches it when its settings did not change: the
+        // prober (and the verdicts it reached), the breaker and the in-flight count.
+        let old_prober = kept
+            .filter(|old| old.config.authority == config.authority)
+            .and_then(|old| old._prober.clone());
+        let limits = match kept {
+            Some(old)
+                if old.config.max_requests == config.max_requests
+                    && old.config.circuit_breaker == config.circuit_breaker =>
+            {
+                old.limits.clone()
+            }
+            _ => Arc::new(ClusterLimits {
+                name: config.name.as_str().into(),
+                max_requests: config.max_requests.map(InFlightLimit::new),
+                breaker: config.circuit_breaker.map(|b| {
+                    CircuitBreaker::new(BreakerPolicy {
+                        failure_ratio: b.failure_ratio,
+                        min_requests: b.min_requests,
+                        window: b.window,
+                        open_duration: b.open_duration,
+                        half_open_requests: b.half_open_requests,
+                    })
+                }),
+            }),
+        };
+        let prober = old_prober.or_else(|| {
+            config.active_health.as_ref().map(|policy| {
+                Arc::new(health_check::spawn(
+                    runtime,
+                    balancer.clone(),
+                    ProbeSettings {
+                        cluster: config.name.as_str().into(),
+                        policy: policy.clone(),
+                        tls: tls.clone(),
+                        authority: authority.clone(),
+                        connect_timeout: config.connect_timeout,
+                    },
+                ))
+            })
         });
         Ok(Arc::new(ClusterState {
             _prober: prober,
@@ -301,19 +331,7 @@ impl ClusterState {
             hash_key,
             tls,
             in_panic: AtomicBool::new(false),
-            limits: ClusterLimits {
-                name: config.name.as_str().into(),
-                max_requests: config.max_requests.map(InFlightLimit::new),
-                breaker: config.circuit_breaker.map(|b| {
-                    CircuitBreaker::new(BreakerPolicy {
-                        failure_ratio: b.failure_ratio,
-                        min_requests: b.min_requests,
-                        window: b.window,
-                        open_duration: b.open_duration,
-                        half_open_requests: b.half_open_requests,
-                    })
-                }),
-            },
+            limits,
             config: config.clone(),
         }))
     }
