@@ -107,9 +107,11 @@ impl Drop for DemoTls {
     }
 }
 
-/// The demo's configuration: the embedded default's shape with the live addresses, and a
+/// The demo's configuration: the embedded default's shape with the live addresses, a
 /// shorter laptop timeout (1 s) and breaker window (1 s, so the demo's earlier Logins are
-/// forgotten by the time it shows the breaker) to keep the timeline short.
+/// forgotten by the time it shows the breaker) to keep the timeline short, and a larger
+/// retry budget (its few calls, some retried after the kill, would leave the default's
+/// 20% too little for the flaky call).
 fn demo_config(backends: &[BackendHandle], tls: Option<&DemoTls>) -> String {
     let list = |bs: &[BackendHandle]| {
         bs.iter()
@@ -151,7 +153,7 @@ timeout = "1s"
 name = "greeter"
 match.path_prefix = "/"
 cluster = "greeter"
-retry = {{ max_attempts = 3, on = ["unavailable"], backoff = "exponential", base_interval = "100ms", max_interval = "1s", jitter = false }}
+retry = {{ max_attempts = 3, on = ["unavailable"], backoff = "exponential", base_interval = "100ms", max_interval = "1s", jitter = false, budget_ratio = 0.5 }}
 
 [[clusters]]
 name = "auth"

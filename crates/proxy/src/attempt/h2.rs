@@ -76,7 +76,10 @@ pub(super) async fn attempt(
             result = &mut response => {
                 let response = result.map_err(|error| cause(error, endpoint))?;
                 let mut bytes_in = None;
-                if !body.done_sending() {
+                // A backend may answer in full before it read the whole request (RFC 9113
+                // §8.1): then the rest is not sent, and the body stays here, still
+                // replayable for a retry. Otherwise the rest streams on its own.
+                if !body.done_sending() && !response.body().is_end_stream() {
                     let counter = BytesIn::new(AtomicU64::new(body.bytes_in));
                     bytes_in = Some(counter.clone());
                     tokio::spawn(pump_rest(std::mem::take(body), send, counter));

@@ -9,9 +9,10 @@
 //! Every attempt runs under the call's deadline.
 //!
 //! A refused stream may be retried on the same endpoint (possibly on the same connection),
-//! but the loop never connects twice to an endpoint whose connect failed in this call: it
-//! stops when the balancer can only offer such endpoints, so a dead cluster fails fast
-//! instead of cycling.
+//! but the loop never connects twice to an endpoint whose connect failed in this call:
+//! once every endpoint has been tried it prefers one that answered before, and it stops
+//! when the balancer can only offer unreachable ones, so a dead cluster fails fast instead
+//! of cycling.
 
 mod h2;
 mod http1;
@@ -131,11 +132,18 @@ pub(crate) async fn run(
     // The last verdict of an attempt that reached a backend and was retried by policy.
     let mut answered_last: Option<Verdict> = None;
     for _ in 0..most {
-        let Some(pick) = target.pick(&tried) else {
+        let Some(mut pick) = target.pick(&tried) else {
             return Err(Verdict::new(Cause::NoEndpoint {
                 cluster: target.cluster.name.clone(),
             }));
         };
+        if connect_failed.contains(&pick.endpoint.id())
+            && let Some(reachable) = target.pick(&connect_failed)
+        {
+            // Every endpoint has been tried: one that answered before beats one that
+            // could not be reached.
+            pick = reachable;
+        }
         let endpoint = pick.endpoint;
         if connect_failed.contains(&endpoint.id()) {
             // Nothing left but endpoints that refused to connect: the call ends with the
