@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::http::http1_request;
 use common::{
-    OneCluster, address_list, bounded, hello, served_by, start_local_proxy, start_proxy, text,
-    with_meta,
+    OneCluster, TestProxy, address_list, bounded, hello, served_by, start_local_proxy, start_proxy,
+    text, with_meta,
 };
 use http::{Request, StatusCode};
 use rpcgate_demo::pb::helloworld::{HelloStreamRequest, greeter_client::GreeterClient};
@@ -32,11 +32,17 @@ fn dead_address() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-async fn two_backends() -> (BackendHandle, BackendHandle) {
-    (
-        rpcgate_demo::spawn_backend("b1").await.unwrap(),
-        rpcgate_demo::spawn_backend("b2").await.unwrap(),
-    )
+/// Two demo backends behind a local proxy, passive health off, with the retry policy on
+/// UNAVAILABLE when `retry`.
+async fn two_backends(retry: bool) -> (BackendHandle, BackendHandle, TestProxy) {
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let config = OneCluster::backends(&[&b1, &b2])
+        .route(if retry { RETRY } else { "" })
+        .cluster(NO_PASSIVE)
+        .build();
+    let proxy = start_local_proxy(&config);
+    (b1, b2, proxy)
 }
 
 /// A backend killed while it holds a call fails that call with UNAVAILABLE; with a retry
@@ -44,12 +50,7 @@ async fn two_backends() -> (BackendHandle, BackendHandle) {
 #[tokio::test(start_paused = true)]
 async fn a_backend_that_dies_before_responding() {
     for retry in [false, true] {
-        let (b1, b2) = two_backends().await;
-        let config = OneCluster::backends(&[&b1, &b2])
-            .route(if retry { RETRY } else { "" })
-            .cluster(NO_PASSIVE)
-            .build();
-        let proxy = start_local_proxy(&config);
+        let (b1, b2, proxy) = two_backends(retry).await;
         let mut client = GreeterClient::new(proxy.channel().await);
         let call = tokio::spawn(async move {
             let request = with_meta(
@@ -94,12 +95,7 @@ async fn a_backend_that_dies_before_responding() {
 /// retry policy, the other backend sees nothing).
 #[tokio::test(start_paused = true)]
 async fn a_backend_that_dies_after_the_response_headers() {
-    let (b1, b2) = two_backends().await;
-    let config = OneCluster::backends(&[&b1, &b2])
-        .route(RETRY)
-        .cluster(NO_PASSIVE)
-        .build();
-    let proxy = start_local_proxy(&config);
+    let (b1, b2, proxy) = two_backends(true).await;
     let mut client = GreeterClient::new(proxy.channel().await);
     let request = HelloStreamRequest {
         name: "s".into(),
@@ -139,12 +135,7 @@ async fn a_backend_that_dies_after_the_response_headers() {
 #[tokio::test(start_paused = true)]
 async fn an_html_502_is_unavailable_and_retried_by_policy() {
     for retry in [false, true] {
-        let (b1, b2) = two_backends().await;
-        let config = OneCluster::backends(&[&b1, &b2])
-            .route(if retry { RETRY } else { "" })
-            .cluster(NO_PASSIVE)
-            .build();
-        let proxy = start_local_proxy(&config);
+        let (_b1, _b2, proxy) = two_backends(retry).await;
         let mut client = GreeterClient::new(proxy.channel().await);
         let request = with_meta(
             hello("a"),
