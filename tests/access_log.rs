@@ -59,6 +59,11 @@ async fn json_lines_record_route_endpoint_and_final_grpc_status() {
     assert_eq!(ok["request_id"].as_str().unwrap().len(), 32);
     assert_eq!(failed["grpc_status"], 5);
     assert_eq!(failed["request_id"], "req-42");
+    // The backend answered both: no failure reason of the proxy's.
+    assert!(
+        ok["reason"].is_null() && failed["reason"].is_null(),
+        "{ok} {failed}"
+    );
     proxy.shutdown().await;
 }
 
@@ -95,6 +100,8 @@ async fn text_lines_read_like_nginx_and_include_proxy_errors() {
         lines[1]
     );
     assert!(lines[1].contains("route=- cluster=-"), "{}", lines[1]);
+    assert!(lines[1].ends_with("reason=no_route"), "{}", lines[1]);
+    assert!(lines[0].ends_with("reason=-"), "{}", lines[0]);
     proxy.shutdown().await;
 }
 
@@ -125,5 +132,30 @@ async fn byte_counts_cover_streaming_calls() {
     let sent: u64 = names.iter().map(|n| 5 + 2 + n.len() as u64).sum();
     assert_eq!(line["bytes_in"].as_u64().unwrap(), sent, "{line}");
     assert!(line["bytes_out"].as_u64().unwrap() > sent, "{line}");
+    proxy.shutdown().await;
+}
+
+/// Calls the proxy ended say why, in a short word (as Envoy's response flags).
+#[tokio::test]
+async fn failed_calls_carry_a_reason() {
+    let dir = TempDir::new("access-reason");
+    let log = dir.0.join("access.json");
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let text = config(&backend, &log, "json")
+        .route("timeout = \"100ms\"")
+        .build();
+    let proxy = common::start_proxy(&text);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let mut slow = tonic::Request::new(HelloRequest {
+        name: "slow".into(),
+    });
+    slow.metadata_mut()
+        .insert("x-delay-ms", "5000".parse().unwrap());
+    let status = client.say_hello(slow).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    let lines = read_lines(&log, 1).await;
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["reason"], "deadline", "{line}");
+    assert_eq!(line["grpc_status"], 4);
     proxy.shutdown().await;
 }

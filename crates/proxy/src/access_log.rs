@@ -62,6 +62,9 @@ pub struct AccessRecord {
     pub user_agent: Option<String>,
     /// `x-request-id` (the client's or the one rpcgate set).
     pub request_id: Option<String>,
+    /// Why the call did not simply complete (`no_route`, `connect_failed`, `deadline`,
+    /// `circuit_open`, …); `None` when the backend answered.
+    pub reason: Option<&'static str>,
 }
 
 /// What the writer thread is sent.
@@ -214,6 +217,7 @@ fn format_json(r: &AccessRecord) -> String {
         "bytes_out": r.bytes_out,
         "user_agent": r.user_agent,
         "request_id": r.request_id,
+        "reason": r.reason,
     })
     .to_string();
     line.push('\n');
@@ -227,7 +231,7 @@ fn round3(value: f64) -> f64 {
 fn format_text(r: &AccessRecord) -> String {
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
     format!(
-        "{client} {subject} [{ts}] \"{method} {path} {protocol}\" {status} grpc={grpc} {bytes_out} \"{ua}\" listener={listener} route={route} cluster={cluster} endpoint={endpoint} attempts={attempts} duration_ms={duration:.3} upstream_ms={upstream} bytes_in={bytes_in} authority={authority} request_id={request_id}\n",
+        "{client} {subject} [{ts}] \"{method} {path} {protocol}\" {status} grpc={grpc} {bytes_out} \"{ua}\" listener={listener} route={route} cluster={cluster} endpoint={endpoint} attempts={attempts} duration_ms={duration:.3} upstream_ms={upstream} bytes_in={bytes_in} authority={authority} request_id={request_id} reason={reason}\n",
         client = r.client,
         subject = dash(r.tls_client_subject.as_deref()),
         ts = timestamp(),
@@ -248,6 +252,7 @@ fn format_text(r: &AccessRecord) -> String {
         bytes_in = r.bytes_in,
         authority = r.authority,
         request_id = dash(r.request_id.as_deref()),
+        reason = r.reason.unwrap_or("-"),
     )
 }
 
@@ -299,6 +304,7 @@ mod tests {
             "bytes_out",
             "user_agent",
             "request_id",
+            "reason",
         ] {
             assert!(value.get(field).is_some(), "missing {field}");
         }

@@ -121,6 +121,7 @@ impl CallEnd {
                 None
             };
             record.attempts = self.attempts;
+            record.reason = verdict.cause.reason();
             if let Some(bytes_in) = &self.bytes_in {
                 record.bytes_in = bytes_in.load(Ordering::Relaxed);
             }

@@ -266,6 +266,33 @@ pub enum Cause {
     },
 }
 
+impl Cause {
+    /// A short word for the access log saying why a call did not simply complete (as
+    /// Envoy's response flags do): `None` for a call the backend answered.
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Cause::Completed { .. } => return None,
+            Cause::NoRoute { .. } => "no_route",
+            Cause::NoEndpoint { .. } => "no_endpoint",
+            Cause::Connect { .. } | Cause::NoBackendTookIt { .. } => "connect_failed",
+            Cause::Refused { .. } => "refused",
+            Cause::GoingAway { .. } => "going_away",
+            Cause::ResetBeforeHead(_) | Cause::BrokenMidStream(_) => "upstream_reset",
+            Cause::ConnectionLost { .. } | Cause::Http1Lost { .. } => "connection_lost",
+            Cause::Http1BodyFailed(_) => "upstream_body_failed",
+            Cause::DeadlineBeforeHead(_) | Cause::DeadlineMidStream => "deadline",
+            Cause::PerTryTimeout(_) => "per_try_timeout",
+            Cause::UpstreamHttpError(_) => "upstream_http_error",
+            Cause::ClientCancelled(_) => "client_cancelled",
+            Cause::ClientGone => "client_gone",
+            Cause::BadRequest(_) => "bad_request",
+            Cause::Panicked => "panic",
+            Cause::CircuitOpen { .. } => "circuit_open",
+            Cause::AtMaxRequests { .. } => "max_requests",
+        })
+    }
+}
+
 impl fmt::Display for Cause {
     /// The text for `grpc-message`, plain-HTTP error bodies and log lines.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -9,13 +9,35 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "rpcgate", version, about, long_about = None)]
 pub struct Cli {
-    /// Log verbosity (error, warn, info, debug, trace, or a tracing filter); overrides
-    /// RUST_LOG and the config file's `log.level`.
-    #[arg(long, global = true)]
+    /// Log verbosity (error, warn, info, debug, trace, off, or a tracing filter such as
+    /// `info,rpcgate_proxy=debug`); overrides RUST_LOG and the config file's `log.level`.
+    #[arg(long, global = true, value_parser = log_level)]
     pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A `--log-level` value: a level name, or a filter whose every directive names a target
+/// (`target=level`) or a level. A bare word that is neither (a typo such as `debgu`) would
+/// otherwise parse as a target name and silently turn all logging off.
+fn log_level(value: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let known = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
+    let ok = !value.trim().is_empty()
+        && value
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && known(level),
+                None => known(directive),
+            });
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "unknown log level {value:?}: use error, warn, info, debug, trace or off, or a filter such as \"info,rpcgate_proxy=debug\""
+        ))
+    }
 }
 
 /// The commands.

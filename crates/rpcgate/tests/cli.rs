@@ -141,6 +141,35 @@ endpoints = ["127.0.0.1:1"]
     assert!(said.contains("listeners.rate_limit"), "{said}");
 }
 
+/// `--log-level` takes level names and tracing filters; a typo is refused, not read as a
+/// target name that silently turns logging off.
+#[test]
+fn log_level_typos_are_refused() {
+    let path = config_file(
+        "loglevel.toml",
+        &good_config("127.0.0.1:0".parse().unwrap(), free_addr()),
+    );
+    let bad = rpcgate()
+        .args(["--log-level", "debgu", "check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("unknown log level \"debgu\""),
+        "{}",
+        text(&bad)
+    );
+    for good in ["debug", "WARN", "info,rpcgate_proxy=debug", "off"] {
+        let output = rpcgate()
+            .args(["--log-level", good, "check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{good}: {}", text(&output));
+    }
+}
+
 #[test]
 fn run_with_a_bad_file_exits_1() {
     let path = config_file("bad.toml", BAD);
