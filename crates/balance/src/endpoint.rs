@@ -268,13 +268,14 @@ impl Endpoint {
     /// Records a failure that happened outside a started call (e.g. a connect error
     /// before any stream was opened): counts it in `failures` and feeds passive health,
     /// but does not count a request nor touch the latency estimate. When a call was
-    /// started, use `finish(Outcome::Failure)` instead.
-    pub fn mark_failure(&self) {
+    /// started, use `finish(Outcome::Failure)` instead. Returns true when this failure
+    /// ejected the endpoint (for the caller's log).
+    pub fn mark_failure(&self) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        self.passive.record_failure(self.epoch, Instant::now());
+        self.passive.record_failure(self.epoch, Instant::now())
     }
 
-    fn finish_call(&self, started: Instant, outcome: Outcome) {
+    fn finish_call(&self, started: Instant, outcome: Outcome) -> bool {
         let now = Instant::now();
         let failure = outcome == Outcome::Failure;
         self.ewma.observe(
@@ -284,8 +285,9 @@ impl Endpoint {
         );
         if failure {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            self.passive.record_failure(self.epoch, now);
+            return self.passive.record_failure(self.epoch, now);
         }
+        false
     }
 }
 
@@ -322,9 +324,11 @@ impl CallGuard {
     }
 
     /// Records the outcome: latency into the peak EWMA and, on `Failure`, a failure for
-    /// passive health. `in_flight` is released when `self` drops right after.
-    pub fn finish(self, outcome: Outcome) {
-        self.endpoint.finish_call(self.started, outcome);
+    /// passive health. `in_flight` is released when `self` drops right after. Returns true
+    /// when this failure ejected the endpoint (the balancer does no I/O: logging it is the
+    /// caller's).
+    pub fn finish(self, outcome: Outcome) -> bool {
+        self.endpoint.finish_call(self.started, outcome)
     }
 }
 

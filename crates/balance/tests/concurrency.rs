@@ -56,12 +56,18 @@ fn concurrent_picks_and_calls_leave_counters_consistent() {
                         let call = lb.pick(&ctx).unwrap().endpoint.start_call();
                         match i % 5 {
                             0 => drop(call),
-                            1 => call.finish(Outcome::Failure),
+                            1 => {
+                                call.finish(Outcome::Failure);
+                            }
                             2 => held.push(call),
-                            _ => call.finish(Outcome::Success),
+                            _ => {
+                                call.finish(Outcome::Success);
+                            }
                         }
                         if held.len() > 8 {
-                            held.drain(..).for_each(|c| c.finish(Outcome::Success));
+                            held.drain(..).for_each(|c| {
+                                c.finish(Outcome::Success);
+                            });
                         }
                     }
                 })

@@ -56,7 +56,9 @@ fn build(policy: Policy, set: &[(u32, Health, bool)]) -> (Balancer, Vec<u64>) {
     for (ep, &(_, health, avoided)) in lb.endpoints().iter().zip(set) {
         match health {
             Health::Up => {}
-            Health::Ejected => ep.mark_failure(),
+            Health::Ejected => {
+                ep.mark_failure();
+            }
             Health::Down => ep.set_active_healthy(false),
         }
         if avoided {

@@ -7,6 +7,7 @@
 //! [`CallEnd::finish`], it means the client went away: the call ends as
 //! [`Cause::ClientGone`].
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::Response;
@@ -24,8 +25,9 @@ use crate::verdict::{Cause, Verdict};
 /// A call's bookkeeping until it ends.
 #[derive(Debug)]
 pub(crate) struct CallEnd {
-    /// The attempt that answered, held until the call ends (in-flight count, latency).
-    guard: Option<CallGuard>,
+    /// The attempt that answered, held until the call ends (in-flight count, latency),
+    /// and its cluster's name (for the log of an ejection it causes).
+    guard: Option<(CallGuard, Arc<str>)>,
     /// The access-log line being filled in, when the access log is on.
     pub(crate) record: Option<Box<AccessRecord>>,
     log: AccessLog,
@@ -70,8 +72,8 @@ impl CallEnd {
     }
 
     /// Keeps the answering attempt's guard until the call ends.
-    pub(crate) fn hold(&mut self, guard: CallGuard) {
-        self.guard = Some(guard);
+    pub(crate) fn hold(&mut self, guard: CallGuard, cluster: Arc<str>) {
+        self.guard = Some((guard, cluster));
     }
 
     /// Keeps the cluster's admission until the call ends.
@@ -107,8 +109,8 @@ impl CallEnd {
     }
 
     fn complete(&mut self, verdict: &Verdict, bytes_out: u64) {
-        if let Some(guard) = self.guard.take() {
-            verdict.settle(guard);
+        if let Some((guard, cluster)) = self.guard.take() {
+            verdict.settle(guard, &cluster);
         }
         if let Some(admitted) = self.admitted.take() {
             admitted.finish(verdict);

@@ -50,7 +50,7 @@ fn from_h2(
     mut end: CallEnd,
 ) -> Response<ProxyBody> {
     let (mut head, recv) = response.into_parts();
-    end.hold(guard);
+    end.hold(guard, target.cluster.name.clone());
     end.status = head.status.as_u16();
     if end.grpc && head.status != StatusCode::OK && !head.headers.contains_key("grpc-status") {
         return end.respond(Verdict::new(Cause::UpstreamHttpError(head.status)));
@@ -89,7 +89,7 @@ fn from_http1(
 ) -> Response<ProxyBody> {
     let (mut head, incoming) = response.into_parts();
     // hyper's HTTP/1.1 client gives no trailers to wait for: the head is the outcome.
-    Verdict::completed(None, head.status).settle(guard);
+    Verdict::completed(None, head.status).settle(guard, &target.cluster.name);
     end.status = head.status.as_u16();
     headers::strip_hop_by_hop(&mut head.headers);
     headers::set_all(&mut head.headers, &target.route.response_headers);

@@ -629,11 +629,30 @@ impl Verdict {
     }
 
     /// Tells passive health and the latency estimate how the attempt on `guard`'s
-    /// endpoint ended.
-    pub fn settle(&self, guard: CallGuard) {
+    /// endpoint (of `cluster`) ended; an ejection it causes is logged at warn with the
+    /// failure that caused it.
+    pub fn settle(&self, guard: CallGuard, cluster: &str) {
         match self.health {
-            Health::Failure => guard.finish(Outcome::Failure),
-            Health::Success => guard.finish(Outcome::Success),
+            Health::Failure => {
+                let endpoint = guard.endpoint().clone();
+                if guard.finish(Outcome::Failure) {
+                    let policy = endpoint.passive_policy();
+                    tracing::warn!(
+                        cluster,
+                        endpoint = endpoint.address(),
+                        cause = %self.cause,
+                        max_fails = policy.max_fails,
+                        fail_timeout = ?policy.fail_timeout,
+                        "passive health: endpoint ejected for {:?} after {} failure(s) within {:?}",
+                        policy.fail_timeout,
+                        policy.max_fails,
+                        policy.fail_timeout
+                    );
+                }
+            }
+            Health::Success => {
+                let _ = guard.finish(Outcome::Success);
+            }
             Health::Ignore => drop(guard),
         }
     }

@@ -334,6 +334,17 @@ async fn a_backend_hung_with_sigstop_is_ejected_after_its_deadline_failures() {
             .all(|o| o.as_deref() == Ok("Hello Ann from s1")),
         "{outcomes:?}"
     );
+    // The operator is told, with the endpoint and the cause.
+    if !failed.is_empty() {
+        proxy
+            .until_said("passive health: endpoint ejected for 30s")
+            .await;
+        let said = proxy.output();
+        assert!(
+            said.contains(&a2.to_string()) && said.contains("deadline exceeded"),
+            "{said}"
+        );
+    }
     proxy.sigterm();
     assert_eq!(proxy.exit().await.code(), Some(0), "{}", proxy.output());
 }

@@ -180,7 +180,7 @@ pub(crate) async fn run(
                     match held(&mut answer, target.deadline).await {
                         Ok(first) => answer.first = first,
                         Err(verdict) => {
-                            verdict.settle(guard);
+                            verdict.settle(guard, &target.cluster.name);
                             return Err(verdict);
                         }
                     }
@@ -199,7 +199,7 @@ pub(crate) async fn run(
                     .and_then(|r| r.after(&verdict, body.replayable(), target.deadline, route));
                 match delay {
                     Some(delay) => {
-                        verdict.settle(guard);
+                        verdict.settle(guard, &target.cluster.name);
                         answered_last = Some(verdict);
                         tried.push(endpoint.id());
                         end.retries += 1;
@@ -208,7 +208,7 @@ pub(crate) async fn run(
                     }
                     // The answer stands, unless its error was taken out of it.
                     None if matches!(verdict.cause, Cause::BrokenMidStream(_)) => {
-                        verdict.settle(guard);
+                        verdict.settle(guard, &target.cluster.name);
                         return Err(verdict);
                     }
                     None => {
@@ -226,7 +226,7 @@ pub(crate) async fn run(
             Err(cause) => cause,
         };
         let verdict = Verdict::new(cause);
-        verdict.settle(guard);
+        verdict.settle(guard, &target.cluster.name);
         if verdict.transparent_retry() {
             tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), reason = %verdict.cause, "attempt never reached the backend");
             tried.push(endpoint.id());
