@@ -40,6 +40,16 @@ fn log_level(value: &str) -> Result<String, String> {
     }
 }
 
+/// A count that must be at least 1 (`--backends`, `--calls`): 0 is refused rather than
+/// silently read as 1.
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".to_string()),
+        Err(e) => Err(format!("{value:?} is not a whole number: {e}")),
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -71,11 +81,11 @@ pub struct DemoArgs {
     /// without a certificate refused.
     #[arg(long)]
     pub tls: bool,
-    /// How many backends to start.
-    #[arg(long, default_value_t = 3)]
+    /// How many backends to start (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub backends: usize,
-    /// How many calls to send in each phase.
-    #[arg(long, default_value_t = 30)]
+    /// How many calls to send in each phase (at least 1).
+    #[arg(long, default_value_t = 30, value_parser = at_least_one)]
     pub calls: usize,
     /// Keep the balancer and backends running after the demo (Ctrl-C to stop).
     #[arg(long)]

@@ -402,6 +402,27 @@ async fn demo_spreads_calls_over_its_backends() {
     }
 }
 
+/// `--backends 0` and `--calls 0` are refused; one backend runs the demo without the
+/// fail-over part (nothing to fail over to) and claims no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_zero_counts_and_runs_with_one_backend() {
+    for flag in ["--backends", "--calls"] {
+        let output = rpcgate().args(["demo", flag, "0"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(
+            text(&output).contains("must be at least 1"),
+            "{}",
+            text(&output)
+        );
+    }
+    let mut demo = spawn(rpcgate().args(["demo", "--backends", "1", "--calls", "3"]));
+    let status = demo.exit().await;
+    let said = demo.output();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert!(said.contains("Skipped: with one backend"), "{said}");
+    assert!(!said.contains("killed"), "{said}");
+}
+
 /// `check` on TLS settings: `insecure_skip_verify` is valid but warned about; a key that
 /// does not belong to its certificate is found (rustls builds the configuration).
 #[test]
