@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use common::http::spawn_h2c_server;
 use common::raw_h2::{grpc_frame, grpc_request, raw_connect};
-use common::{OneCluster, TestProxy, bounded, hello, text, with_meta};
+use common::{OneCluster, TestProxy, bounded, dead_address, hello, text, with_meta};
 use http::{HeaderMap, Response, StatusCode};
 use rpcgate_demo::pb::helloworld::{HelloReply, HelloStreamRequest, greeter_client::GreeterClient};
 use rpcgate_demo::{BackendHandle, meta};
@@ -61,12 +61,6 @@ async fn replies_until_error(stream: &mut Streaming<HelloReply>) -> (usize, Opti
             Err(status) => return (replies, Some(status)),
         }
     }
-}
-
-/// An address where nothing listens: bound, then closed.
-fn dead_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// What a raw HTTP/2 client saw of a response.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::http::http1_request;
 use common::{
-    OneCluster, TestProxy, address_list, bounded, hello, served_by, start_local_proxy, start_proxy,
-    text, with_meta,
+    OneCluster, TestProxy, address_list, bounded, dead_address, hello, served_by,
+    start_local_proxy, start_proxy, text, with_meta,
 };
 use http::{Request, StatusCode};
 use rpcgate_demo::pb::helloworld::{HelloStreamRequest, greeter_client::GreeterClient};
@@ -25,12 +25,6 @@ use tonic::Code;
 
 const RETRY: &str = r#"retry = { max_attempts = 3, on = ["unavailable"], base_interval = "10ms" }"#;
 const NO_PASSIVE: &str = "passive_health = { max_fails = 0 }";
-
-/// An address where nothing listens.
-fn dead_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// Two demo backends behind a local proxy, passive health off, with the retry policy on
 /// UNAVAILABLE when `retry`.

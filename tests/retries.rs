@@ -361,10 +361,7 @@ async fn a_route_without_policy_does_not_retry() {
 #[tokio::test(start_paused = true)]
 async fn the_last_answer_stands_when_only_dead_endpoints_are_left() {
     let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let dead = common::dead_address();
     let config = OneCluster::new(format!("\"{dead}\", \"{}\"", b1.addr()))
         .route(r#"retry = { max_attempts = 3, base_interval = "10ms" }"#)
         .cluster("passive_health = { max_fails = 0 }")

@@ -99,6 +99,12 @@ pub fn start_local_proxy(config: &str) -> TestProxy {
     }
 }
 
+/// An address where nothing listens: bound, then closed (connects are refused).
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
 /// `"a", "b"` for a TOML endpoints list.
 pub fn endpoints(backends: &[&BackendHandle]) -> String {
     backends

@@ -235,18 +235,12 @@ impl Validator<'_> {
 
     /// A cluster's `circuit_breaker` table, with its defaults.
     fn circuit_breaker(&mut self, b: &CircuitBreakerFile, key: &KeyPath) -> CircuitBreaker {
-        let failure_ratio = match &b.failure_ratio {
-            Some(r) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 1.0) => {
-                self.err(
-                    &r.span(),
-                    &key.key("failure_ratio"),
-                    "must be greater than 0 and at most 1 (the failed share of the window's calls)",
-                );
-                defaults::BREAKER_FAILURE_RATIO
-            }
-            Some(r) => *r.get_ref(),
-            None => defaults::BREAKER_FAILURE_RATIO,
-        };
+        let failure_ratio = self.ratio(
+            b.failure_ratio.as_ref(),
+            &key.key("failure_ratio"),
+            defaults::BREAKER_FAILURE_RATIO,
+            "the failed share of the window's calls",
+        );
         CircuitBreaker {
             failure_ratio,
             min_requests: self.at_least_one(

@@ -281,6 +281,29 @@ impl Validator<'_> {
         }
     }
 
+    /// An optional share that must be greater than 0 and at most 1 when given; `default`
+    /// when absent (or wrong). `what` says what it is a share of, for the message.
+    fn ratio(
+        &mut self,
+        value: Option<&Spanned<f64>>,
+        key: &KeyPath,
+        default: f64,
+        what: &str,
+    ) -> f64 {
+        match value {
+            Some(v) if !(*v.get_ref() > 0.0 && *v.get_ref() <= 1.0) => {
+                self.err(
+                    &v.span(),
+                    key,
+                    format!("must be greater than 0 and at most 1 ({what})"),
+                );
+                default
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        }
+    }
+
     /// An optional number that must be at least 1 when given; `default` when absent (or
     /// wrong).
     fn at_least_one<T: Copy + PartialOrd + From<u8>>(

@@ -210,18 +210,12 @@ impl Validator<'_> {
                 format!("must be at least base_interval ({base_interval:?})"),
             );
         }
-        let budget_ratio = match &r.budget_ratio {
-            Some(b) if !(*b.get_ref() > 0.0 && *b.get_ref() <= 1.0) => {
-                self.err(
-                    &b.span(),
-                    &key.key("budget_ratio"),
-                    "must be greater than 0 and at most 1 (a share of the route's calls)",
-                );
-                defaults::RETRY_BUDGET_RATIO
-            }
-            Some(b) => *b.get_ref(),
-            None => defaults::RETRY_BUDGET_RATIO,
-        };
+        let budget_ratio = self.ratio(
+            r.budget_ratio.as_ref(),
+            &key.key("budget_ratio"),
+            defaults::RETRY_BUDGET_RATIO,
+            "a share of the route's calls",
+        );
         let per_try_timeout = r
             .per_try_timeout
             .as_ref()
