@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::http::body_text;
 use common::raw_h2::{RawConn, grpc_head, raw_connect, raw_unary};
-use common::{OneCluster, TestProxy, WAIT, start_local_proxy, start_proxy};
+use common::{OneCluster, TestProxy, WAIT, bounded, start_local_proxy, start_proxy};
 use http::StatusCode;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -94,33 +94,55 @@ async fn http1_and_h2_prior_knowledge_share_the_port() {
     proxy.shutdown().await;
 }
 
-/// `max_connections = 2`: a third connection is not served until one of the first two
-/// closes.
+/// `max_connections = 2`: a third connection is refused at once (closed, not left
+/// waiting until its deadline) and counted; once one of the first two closes, a new one
+/// is served.
 #[tokio::test]
-async fn max_connections_holds_the_third_until_one_closes() {
+async fn max_connections_refuses_the_third_at_once_and_counts_it() {
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = start_proxy(&listener_config(&backend, 2, "max_connections = 2"));
+    let config = OneCluster::backends(&[&backend])
+        .workers(2)
+        .listener("max_connections = 2")
+        .admin()
+        .build();
+    let proxy = start_proxy(&config);
     let first = raw_connect(proxy.addr).await;
     let second = raw_connect(proxy.addr).await;
     raw_ok(&first, proxy.addr).await;
     raw_ok(&second, proxy.addr).await;
 
-    // The kernel completes the TCP handshake (backlog); the proxy must not serve it.
-    let third = raw_connect(proxy.addr).await;
-    let addr = proxy.addr;
-    let send = third.send.clone();
-    let mut pending = tokio::spawn(async move { raw_unary(&send, grpc_head(addr, &[])).await });
-    let early = timeout(Duration::from_millis(400), &mut pending).await;
-    assert!(early.is_err(), "the third connection was served: {early:?}");
+    // The third is closed by the proxy right away: reading sees the end of the stream.
+    let mut third = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = timeout(WAIT, tokio::io::AsyncReadExt::read(&mut third, &mut buf))
+        .await
+        .expect("the third connection was left hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(backend.calls(), 2);
+    assert_eq!(
+        proxy
+            .metric("rpcgate_connections_refused_total", &[("listener", "edge")])
+            .await,
+        Some(1.0)
+    );
 
-    // Close the first connection: the third gets its turn.
+    // Close the first connection: a new one is served.
     first.driver.abort();
     drop(first.send);
-    let reply = timeout(WAIT, pending).await.unwrap().unwrap().unwrap();
-    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+    // Once the proxy has seen it close (one connection open), a new one is served.
+    bounded(async {
+        while proxy
+            .metric("rpcgate_connections_active", &[("listener", "edge")])
+            .await
+            != Some(1.0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let fourth = raw_connect(proxy.addr).await;
+    raw_ok(&fourth, proxy.addr).await;
     raw_ok(&second, proxy.addr).await;
-    assert_eq!(backend.calls(), 4);
     proxy.shutdown().await;
 }
 

@@ -128,3 +128,17 @@ async fn spawn_server(protocol: Protocol, handler: impl Handler) -> SocketAddr {
     });
     addr
 }
+
+/// The whole body of an HTTP/2 response read with the `h2` crate, bounded.
+pub async fn collect_h2(mut body: h2::RecvStream) -> Bytes {
+    bounded(async {
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        Bytes::from(out)
+    })
+    .await
+}

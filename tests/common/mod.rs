@@ -38,6 +38,38 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
+    /// The admin API's address (the config must have `[admin]`).
+    pub fn admin(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .and_then(ProxyHandle::admin_addr)
+            .expect("the config has [admin]")
+    }
+
+    /// `GET path` on the admin API over HTTP/1.1: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let (parts, body) = http::http1_get(self.admin(), path, &[]).await;
+        (
+            parts.status.as_u16(),
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.admin_get("/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The value of the metric sample `name{labels}` (labels as written in the
+    /// exposition, e.g. `cluster="main",grpc_code="OK"`, in any order), `None` if absent.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (code, body) = self.admin_get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        metric_value(&body, name, labels)
+    }
+
     /// `http://ADDR` of the first listener.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -65,6 +97,22 @@ impl TestProxy {
             handle.shutdown().await;
         }
     }
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels`.
+pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }
 
 /// Connects a tonic channel to `endpoint` (which may set an origin or TLS), within
@@ -136,6 +184,7 @@ pub struct OneCluster {
     route_extra: String,
     endpoints: String,
     cluster_extra: String,
+    admin: bool,
 }
 
 impl OneCluster {
@@ -150,7 +199,14 @@ impl OneCluster {
             route_extra: String::new(),
             endpoints: endpoints.into(),
             cluster_extra: String::new(),
+            admin: false,
         }
+    }
+
+    /// An `[admin]` API on `127.0.0.1:0` (see [`TestProxy::admin`]).
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
     }
 
     /// The same over these rpcgate-demo backends.
@@ -204,9 +260,15 @@ impl OneCluster {
             route_extra,
             endpoints,
             cluster_extra,
+            admin,
         } = self;
+        let admin = if *admin {
+            "[admin]\naddress = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         format!(
-            r#"[server]
+            r#"{admin}[server]
 workers = {workers}
 [log]
 {log}

@@ -7,8 +7,8 @@
 //! mutex.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::clock::nanos_since;
 use crate::ewma::PeakEwma;
 use crate::passive::{Ejection, PassiveHealthPolicy, PassiveState};
+use crate::stats::Outcomes;
 
 /// An endpoint as configured or discovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,10 @@ pub struct Endpoint {
     warming_since: AtomicU64,
     passive: PassiveState,
     ewma: PeakEwma,
+    /// Answered attempts by final code and their latency (for metrics and `/status`).
+    outcomes: Outcomes,
+    /// Why passive health last ejected it (a short reason word); taken only on ejection.
+    ejection_cause: Mutex<Option<&'static str>>,
 }
 
 impl Endpoint {
@@ -101,6 +106,8 @@ impl Endpoint {
             warming_since: AtomicU64::new(0),
             passive: PassiveState::new(passive),
             ewma: PeakEwma::default(),
+            outcomes: Outcomes::default(),
+            ejection_cause: Mutex::new(None),
         }
     }
 
@@ -134,6 +141,12 @@ impl Endpoint {
         }
     }
 
+    /// Attempts on this endpoint by final gRPC code, with their latency; recorded by the
+    /// proxy when an attempt's outcome is known, read by the admin API.
+    pub fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
+    }
+
     /// Calls in flight.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -152,6 +165,28 @@ impl Endpoint {
     /// How many times passive health has ejected this endpoint.
     pub fn ejections(&self) -> u64 {
         self.passive.ejections()
+    }
+
+    /// How long the current passive ejection lasts still; `None` when not ejected.
+    pub fn ejection_remaining(&self) -> Option<std::time::Duration> {
+        self.passive.remaining(self.epoch, Instant::now())
+    }
+
+    /// Notes why passive health ejected the endpoint (for `/status`), as the caller that
+    /// saw the ejecting failure knows it.
+    pub fn note_ejection_cause(&self, cause: &'static str) {
+        *self
+            .ejection_cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cause);
+    }
+
+    /// Why passive health last ejected the endpoint, if it ever did and the caller said.
+    pub fn ejection_cause(&self) -> Option<&'static str> {
+        *self
+            .ejection_cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The passive health policy this endpoint applies.

@@ -84,6 +84,7 @@ mod hash;
 mod passive;
 mod pickers;
 mod slow_start;
+mod stats;
 mod tier;
 mod window;
 
@@ -99,6 +100,9 @@ pub use endpoint::{CallGuard, Endpoint, EndpointSpec, Metadata, Outcome};
 pub use hash::hash_key;
 pub use passive::PassiveHealthPolicy;
 pub use slow_start::{SLOW_START_FLOOR, slow_start_factor};
+pub use stats::{
+    CODE_SLOTS, CodeCounts, HistogramSnapshot, LATENCY_BUCKETS, LatencyHistogram, NO_CODE, Outcomes,
+};
 
 /// The peak-EWMA decay time constant τ used by `p2c_ewma` (Linkerd's default, 10 s).
 pub const EWMA_DECAY: std::time::Duration = ewma::TAU;

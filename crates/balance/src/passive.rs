@@ -92,6 +92,14 @@ impl PassiveState {
         self.ejections.load(Ordering::Relaxed)
     }
 
+    /// How long the current ejection lasts still at `now`; `None` when not ejected. Reads
+    /// only: the end of an ejection is still seen by [`Self::check`].
+    pub(crate) fn remaining(&self, epoch: Instant, now: Instant) -> Option<std::time::Duration> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        let now_ns = nanos_since(epoch, now);
+        (until != 0 && now_ns < until).then(|| std::time::Duration::from_nanos(until - now_ns))
+    }
+
     /// Whether the endpoint is ejected now, and the one check that sees an ejection end.
     /// `now` is only called when an ejection is recorded, so healthy endpoints cost one
     /// atomic load.

@@ -15,7 +15,8 @@
 use std::time::Duration;
 
 use crate::runtime::{
-    AccessLogTarget, ClientAuth, LbPolicy, LogFormat, RetryBackoff, UpstreamProtocol,
+    AccessLogTarget, ClientAuth, ClientErrorDetail, LbPolicy, LogFormat, RetryBackoff,
+    UpstreamProtocol,
 };
 
 /// `server.workers`: `0`, one worker thread per CPU (as NGINX's `worker_processes auto`),
@@ -37,6 +38,11 @@ pub const ACCESS_LOG: AccessLogTarget = AccessLogTarget::Stdout;
 
 /// `log.format`: JSON, since the access log is read by machines first.
 pub const LOG_FORMAT: LogFormat = LogFormat::Json;
+
+/// `log.client_error_detail`: `reason`, so that clients learn what happened and in which
+/// cluster but never the addresses or errors of the network behind the proxy (Envoy and
+/// NGINX also keep upstream details out of client responses by default).
+pub const CLIENT_ERROR_DETAIL: ClientErrorDetail = ClientErrorDetail::Reason;
 
 /// `listeners.max_connections`: 10 000 (the value in the contract's key listing). A finite bound, so
 /// a flood of connections waits in the accept queue instead of exhausting file

@@ -53,6 +53,8 @@ pub struct ServerFile {
 pub struct AdminFile {
     /// Socket address of the admin HTTP server, e.g. `"127.0.0.1:9901"`.
     pub address: Spanned<String>,
+    /// Serve xDS (ADS) on the admin address; `true` is refused until xDS lands.
+    pub xds: Option<Spanned<bool>>,
 }
 
 /// `[log]`.
@@ -65,6 +67,9 @@ pub struct LogFile {
     pub access_log: Option<Spanned<String>>,
     /// `json | text` (default: [`crate::defaults::LOG_FORMAT`]).
     pub format: Option<Spanned<String>>,
+    /// `reason | full`: how much a proxy-made error tells the client (default:
+    /// [`crate::defaults::CLIENT_ERROR_DETAIL`]).
+    pub client_error_detail: Option<Spanned<String>>,
 }
 
 /// `[[listeners]]`.
@@ -153,6 +158,12 @@ pub struct RouteFile {
     pub retry: Option<Spanned<RetryFile>>,
     /// Request rate limit for this route.
     pub rate_limit: Option<Spanned<RateLimitFile>>,
+    /// Largest gRPC message accepted from the client (bytes).
+    pub max_message_bytes: Option<Spanned<u64>>,
+    /// CIDR allow list for this route.
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// CIDR deny list for this route (deny wins over allow).
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     /// Headers set on the request towards the backend.
     pub request_headers: Option<Spanned<HeaderMapFile>>,
     /// Headers set on the response towards the client.

@@ -59,6 +59,20 @@ pub struct Log {
     pub access_log: AccessLogTarget,
     /// Line format of the access log. Default: see [`crate::defaults::LOG_FORMAT`].
     pub format: LogFormat,
+    /// How much a proxy-made error tells the client. Default: see
+    /// [`crate::defaults::CLIENT_ERROR_DETAIL`].
+    pub client_error_detail: ClientErrorDetail,
+}
+
+/// `log.client_error_detail`: what the `grpc-message` (or HTTP body) of an error the proxy
+/// makes tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientErrorDetail {
+    /// What happened and in which cluster, never a backend address or an internal error
+    /// chain (those go to the log): what a client outside the operator's network may see.
+    Reason,
+    /// The full cause, backend addresses and upstream errors included: for development.
+    Full,
 }
 
 /// Where the access log is written.

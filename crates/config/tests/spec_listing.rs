@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rpcgate_config::file::{EndpointFile, FileConfig};
 use rpcgate_config::validate::NOT_IMPLEMENTED;
-use rpcgate_config::{ClientAuth, ConfigErrors, UpstreamProtocol};
+use rpcgate_config::{ClientAuth, ClientErrorDetail, ConfigErrors, UpstreamProtocol};
 
 const SPEC: &str = include_str!("fixtures/spec.toml");
 
@@ -105,16 +105,18 @@ fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
     let dir = common::TempDir::new("verbatim_listing");
     let got = short_lines(&dir, &load_listing(&dir, SPEC));
     let want = [
-        "rpcgate.toml:5:1: admin is not implemented yet",
-        "rpcgate.toml:25:1: listeners.allow is not implemented yet",
-        "rpcgate.toml:26:1: listeners.deny is not implemented yet",
-        "rpcgate.toml:27:1: listeners.rate_limit is not implemented yet",
-        "rpcgate.toml:37:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
-        "rpcgate.toml:44:1: routes.rate_limit is not implemented yet",
-        "rpcgate.toml:50:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
-        "rpcgate.toml:56:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
-        "rpcgate.toml:65:1: clusters.discovery is not implemented yet",
-        "rpcgate.toml:69:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
+        "rpcgate.toml:7:1: admin.xds is not implemented yet",
+        "rpcgate.toml:28:1: listeners.allow is not implemented yet",
+        "rpcgate.toml:29:1: listeners.deny is not implemented yet",
+        "rpcgate.toml:30:1: listeners.rate_limit is not implemented yet",
+        "rpcgate.toml:40:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
+        "rpcgate.toml:47:1: routes.max_message_bytes is not implemented yet",
+        "rpcgate.toml:48:1: routes.allow is not implemented yet",
+        "rpcgate.toml:49:1: routes.rate_limit is not implemented yet",
+        "rpcgate.toml:55:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
+        "rpcgate.toml:61:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
+        "rpcgate.toml:70:1: clusters.discovery is not implemented yet",
+        "rpcgate.toml:74:1: clusters[0].tls: [clusters.tls] needs protocol = \"h2\" (TLS towards the backends)",
     ];
     assert_eq!(got, want);
 }
@@ -131,33 +133,45 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
         .map(|e| (e.line(), e.col(), e.key(), e.message()))
         .collect();
     let want = [
-        (5, 1, "admin", "admin is not implemented yet"),
+        (7, 1, "admin.xds", "admin.xds is not implemented yet"),
         (
-            25,
+            28,
             1,
             "listeners[0].allow",
             "listeners.allow is not implemented yet",
         ),
         (
-            26,
+            29,
             1,
             "listeners[0].deny",
             "listeners.deny is not implemented yet",
         ),
         (
-            27,
+            30,
             1,
             "listeners[0].rate_limit",
             "listeners.rate_limit is not implemented yet",
         ),
         (
-            44,
+            47,
+            1,
+            "listeners[0].routes[1].max_message_bytes",
+            "routes.max_message_bytes is not implemented yet",
+        ),
+        (
+            48,
+            1,
+            "listeners[0].routes[1].allow",
+            "routes.allow is not implemented yet",
+        ),
+        (
+            49,
             1,
             "listeners[0].routes[1].rate_limit",
             "routes.rate_limit is not implemented yet",
         ),
         (
-            65,
+            70,
             1,
             "clusters[0].discovery",
             "clusters.discovery is not implemented yet",
@@ -167,7 +181,7 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
     // The line form drops the key path, since the message names the key.
     assert_eq!(
         short_lines(&dir, &errors)[1],
-        "rpcgate.toml:25:1: listeners.allow is not implemented yet"
+        "rpcgate.toml:28:1: listeners.allow is not implemented yet"
     );
 }
 
@@ -176,8 +190,8 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
 #[test]
 fn the_listing_without_later_keys_loads_with_its_tls_files() {
     let later = [
-        "[admin]",
-        "address = \"127.0.0.1:9901\"",
+        "xds =",
+        "max_message_bytes =",
         "allow =",
         "deny =",
         "rate_limit =",
@@ -221,6 +235,9 @@ fn the_listing_without_later_keys_loads_with_its_tls_files() {
     assert_eq!(tls.server_name.as_deref(), Some("localhost"));
     assert!(!tls.insecure_skip_verify);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let admin = config.admin.as_ref().expect("[admin]");
+    assert_eq!(admin.address.to_string(), "127.0.0.1:9901");
+    assert_eq!(config.log.client_error_detail, ClientErrorDetail::Reason);
     // The clusters added to make it consistent are h2c: no TLS.
     assert!(config.clusters[1..].iter().all(|c| c.tls.is_none()));
 }
@@ -261,7 +278,7 @@ fn keys_with_an_off_value_are_refused_only_when_turned_on() {
 #[test]
 fn the_not_implemented_list_is_what_the_tests_cover() {
     let covered = [
-        "admin",
+        "admin.xds",
         "listeners.max_connection_age",
         "listeners.grpc_web",
         "listeners.cors_allowed_origins",
@@ -270,9 +287,40 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "listeners.deny",
         "listeners.rate_limit",
         "routes.rate_limit",
+        "routes.max_message_bytes",
+        "routes.allow",
+        "routes.deny",
         "clusters.discovery",
     ];
     assert_eq!(NOT_IMPLEMENTED, covered);
+}
+
+/// A route's `deny` (not in the listing) is refused like its `allow`; `xds = false` and
+/// both `client_error_detail` values are taken, a typo in either is an error at its value.
+#[test]
+fn route_deny_admin_xds_and_client_error_detail() {
+    let deny = common::minimal_with("cluster = \"backends\"", "deny = [\"10.0.0.0/8\"]");
+    assert_eq!(
+        common::lines(&deny),
+        ["t.toml:8:1: routes.deny is not implemented yet"]
+    );
+    for detail in ["reason", "full"] {
+        let text = format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\nxds = false\n[log]\nclient_error_detail = \"{detail}\"\n{}",
+            common::minimal_with("", "")
+        );
+        common::ok(&text);
+    }
+    let typo = format!(
+        "[log]\nclient_error_detail = \"verbose\"\n{}",
+        common::minimal_with("", "")
+    );
+    assert_eq!(
+        common::lines(&typo),
+        [
+            "t.toml:2:23: log.client_error_detail: unknown value \"verbose\", expected reason or full"
+        ]
+    );
 }
 
 #[test]

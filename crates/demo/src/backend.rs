@@ -139,10 +139,18 @@ impl Backend {
             backend,
             stored: AtomicU64::new(0),
         });
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e: tonic_reflection::server::Error| io::Error::other(e.to_string());
         let routes = Routes::new(greeter)
             .add_service(auth)
             .add_service(laptops)
             .add_service(health_service)
+            .add_service(reflection().build_v1().map_err(reflection_error)?)
+            .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
             .prepare();
         Ok(Self {
             shared: Arc::new(Shared {

@@ -586,3 +586,37 @@ fn descriptor_set_names_both_files() {
     assert!(text.contains("helloworld.proto"));
     assert!(text.contains("pcbook.proto"));
 }
+
+/// Server reflection lists every service, so `grpcurl -plaintext ADDR list` works.
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let backend = spawn_backend("b1").await.unwrap();
+    let mut client = ServerReflectionClient::new(channel(&backend).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = bounded(client.server_reflection_info(futures_util::stream::iter([request])))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = bounded(replies.message()).await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("not a service list: {reply:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "helloworld.Greeter",
+        "techschool_pcbook.AuthService",
+        "techschool_pcbook.LaptopService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}

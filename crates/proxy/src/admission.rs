@@ -11,8 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rpcgate_balance::{BreakerState, BreakerTicket, CircuitBreaker, Transition};
+use rpcgate_balance::{BreakerTicket, CircuitBreaker};
 
+use crate::stats::ClusterStats;
 use crate::verdict::{Cause, Verdict};
 
 /// `max_requests`: calls in flight to a cluster, and its limit.
@@ -54,7 +55,7 @@ impl Drop for InFlightPermit {
 /// What an admitted call holds until it ends.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    cluster: Arc<str>,
+    cluster: Arc<ClusterStats>,
     ticket: Option<BreakerTicket>,
     _permit: Option<InFlightPermit>,
 }
@@ -68,7 +69,7 @@ impl Admitted {
         if let Some(failure) = verdict.breaker_failure()
             && let Some(transition) = ticket.record(!failure)
         {
-            log_transition(&self.cluster, &transition);
+            self.cluster.circuit_transition(&transition);
         }
     }
 }
@@ -78,6 +79,8 @@ impl Admitted {
 pub(crate) struct ClusterLimits {
     /// The cluster (for messages and logs).
     pub(crate) name: Arc<str>,
+    /// Its counters (circuit transitions), which also log the transitions.
+    pub(crate) stats: Arc<ClusterStats>,
     /// `max_requests`, when set.
     pub(crate) max_requests: Option<InFlightLimit>,
     /// The circuit breaker, when configured.
@@ -99,55 +102,32 @@ pub(crate) fn admit(cluster: &ClusterLimits) -> Result<Option<Admitted>, Verdict
         None => None,
     };
     let ticket = match &cluster.breaker {
-        Some(breaker) => Some(ticket(breaker, &cluster.name)?),
+        Some(breaker) => Some(ticket(breaker, cluster)?),
         None => None,
     };
     Ok(Some(Admitted {
-        cluster: cluster.name.clone(),
+        cluster: cluster.stats.clone(),
         ticket,
         _permit: permit,
     }))
 }
 
-fn ticket(breaker: &CircuitBreaker, cluster: &Arc<str>) -> Result<BreakerTicket, Verdict> {
+fn ticket(breaker: &CircuitBreaker, cluster: &ClusterLimits) -> Result<BreakerTicket, Verdict> {
     match breaker.admit() {
         Ok(admission) => {
             if let Some(transition) = &admission.transition {
-                log_transition(cluster, transition);
+                cluster.stats.circuit_transition(transition);
             }
             Ok(admission.ticket)
         }
         Err(rejected) => {
             if let Some(transition) = &rejected.transition {
-                log_transition(cluster, transition);
+                cluster.stats.circuit_transition(transition);
             }
             Err(Verdict::new(Cause::CircuitOpen {
-                cluster: cluster.clone(),
+                cluster: cluster.name.clone(),
                 retry_after: rejected.retry_after,
             }))
         }
     }
-}
-
-fn log_transition(cluster: &str, t: &Transition) {
-    let why = match (t.from, t.to) {
-        (BreakerState::Closed, _) => {
-            format!("{} of the last {} calls failed", t.failures, t.requests)
-        }
-        (BreakerState::Open, _) => "open_duration passed; letting trial calls through".to_owned(),
-        (BreakerState::HalfOpen, BreakerState::Closed) => {
-            format!("{} trial calls in a row succeeded", t.requests)
-        }
-        (BreakerState::HalfOpen, _) => "a trial call failed".to_owned(),
-    };
-    tracing::warn!(
-        cluster,
-        from = %t.from,
-        to = %t.to,
-        requests = t.requests,
-        failures = t.failures,
-        "circuit breaker {} -> {}: {why}",
-        t.from,
-        t.to,
-    );
 }

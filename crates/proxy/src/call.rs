@@ -62,7 +62,8 @@ pub(crate) async fn forward(
         Ok(response) => response,
         Err(_) => {
             tracing::error!(peer = %conn.peer, "a call's task panicked; the call failed, the process goes on");
-            status::respond(&Verdict::new(Cause::Panicked), grpc)
+            let verdict = Verdict::new(Cause::Panicked);
+            status::respond(&verdict, grpc, &verdict.cause.to_string())
         }
     }
 }
@@ -106,6 +107,7 @@ async fn proxy_call(
         started,
         grpc,
         conn.enter(),
+        generation.log.client_error_detail,
     );
 
     // 1. route
@@ -116,11 +118,21 @@ async fn proxy_call(
         grpc,
     };
     let Some(route) = listener.route(&view) else {
+        if generation.stats.per_call {
+            let unrouted = &listener.unrouted;
+            end.count_in(unrouted.clone(), unrouted.method(parts.uri.path(), grpc));
+        }
         return end.respond(Verdict::new(Cause::NoRoute {
             path: parts.uri.path().to_string(),
         }));
     };
     note_route(&mut end, route);
+    if generation.stats.per_call {
+        end.count_in(
+            route.stats.clone(),
+            route.stats.method(parts.uri.path(), grpc),
+        );
+    }
     // 2. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
     // 3. admission: max_requests and the circuit breaker
@@ -194,8 +206,9 @@ fn access_record(
     })
 }
 
-/// Notes the route and cluster in the access-log line.
+/// Notes the route and cluster in the call's end and its access-log line.
 fn note_route(end: &mut CallEnd, route: &RouteState) {
+    end.routed_to(route.cluster.name.clone());
     if let Some(record) = &mut end.record {
         record.route = Some(route.name.clone());
         record.cluster = Some(route.cluster.name.clone());
@@ -206,10 +219,8 @@ fn note_route(end: &mut CallEnd, route: &RouteState) {
 /// `swap_config` refuses a change to the listener set, so this cannot happen today.
 fn no_listener(generation: &Generation, conn: &ConnCtx, grpc: bool) -> Response<ProxyBody> {
     tracing::warn!(listener = %conn.listener, generation = generation.number, "the listener is not in the current configuration; the call gets no route");
-    status::respond(
-        &Verdict::new(Cause::NoRoute {
-            path: String::from("(listener removed)"),
-        }),
-        grpc,
-    )
+    let verdict = Verdict::new(Cause::NoRoute {
+        path: String::from("(listener removed)"),
+    });
+    status::respond(&verdict, grpc, &verdict.cause.to_string())
 }

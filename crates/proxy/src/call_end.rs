@@ -12,13 +12,16 @@ use std::sync::atomic::Ordering;
 
 use http::Response;
 use rpcgate_balance::CallGuard;
+use rpcgate_config::ClientErrorDetail;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::admission::Admitted;
 use crate::body::ProxyBody;
+use crate::client_message::client_message;
 use crate::conn::ActiveCall;
 use crate::request_body::BytesIn;
+use crate::stats::{MethodStats, RouteStats};
 use crate::status;
 use crate::verdict::{Cause, Verdict};
 
@@ -45,6 +48,12 @@ pub(crate) struct CallEnd {
     bytes_in: Option<BytesIn>,
     /// The cluster's admission (in-flight slot, breaker ticket), told the verdict at the end.
     admitted: Option<Admitted>,
+    /// The route's and the method's counters (when an admin API reads them).
+    stats: Option<(Arc<RouteStats>, Arc<MethodStats>)>,
+    /// The call's cluster once routed (named in messages to the client).
+    cluster: Option<Arc<str>>,
+    /// How much a proxy-made error tells the client.
+    detail: ClientErrorDetail,
 }
 
 impl CallEnd {
@@ -55,6 +64,7 @@ impl CallEnd {
         started: Instant,
         grpc: bool,
         active: ActiveCall,
+        detail: ClientErrorDetail,
     ) -> Self {
         Self {
             guard: None,
@@ -68,12 +78,31 @@ impl CallEnd {
             retries: 0,
             bytes_in: None,
             admitted: None,
+            stats: None,
+            cluster: None,
+            detail,
         }
     }
 
     /// Keeps the answering attempt's guard until the call ends.
     pub(crate) fn hold(&mut self, guard: CallGuard, cluster: Arc<str>) {
         self.guard = Some((guard, cluster));
+    }
+
+    /// Notes the cluster the call was routed to.
+    pub(crate) fn routed_to(&mut self, cluster: Arc<str>) {
+        self.cluster = Some(cluster);
+    }
+
+    /// The message for the client about a verdict the proxy answers (see
+    /// [`crate::client_message`]).
+    pub(crate) fn client_message(&self, verdict: &Verdict) -> String {
+        client_message(&verdict.cause, self.cluster.as_deref(), self.detail)
+    }
+
+    /// Counts the call's end in these route and method counters.
+    pub(crate) fn count_in(&mut self, route: Arc<RouteStats>, method: Arc<MethodStats>) {
+        self.stats = Some((route, method));
     }
 
     /// Keeps the cluster's admission until the call ends.
@@ -102,7 +131,7 @@ impl CallEnd {
 
     /// Ends the call with a response of the proxy's own making.
     pub(crate) fn respond(mut self, verdict: Verdict) -> Response<ProxyBody> {
-        let response = status::respond(&verdict, self.grpc);
+        let response = status::respond(&verdict, self.grpc, &self.client_message(&verdict));
         self.status = response.status().as_u16();
         self.complete(&verdict, 0);
         response
@@ -114,6 +143,19 @@ impl CallEnd {
         }
         if let Some(admitted) = self.admitted.take() {
             admitted.finish(verdict);
+        }
+        if let Some((route, method)) = self.stats.take() {
+            let code = if self.grpc {
+                verdict.code.map(|c| c.0)
+            } else {
+                None
+            };
+            method.record(code, self.started.elapsed());
+            if self.retries > 0 {
+                route
+                    .retries
+                    .fetch_add(u64::from(self.retries), Ordering::Relaxed);
+            }
         }
         if let Some(mut record) = self.record.take() {
             record.status = self.status;
@@ -141,7 +183,11 @@ impl CallEnd {
 
 impl Drop for CallEnd {
     fn drop(&mut self) {
-        if self.guard.is_some() || self.record.is_some() || self.admitted.is_some() {
+        if self.guard.is_some()
+            || self.record.is_some()
+            || self.admitted.is_some()
+            || self.stats.is_some()
+        {
             self.complete(&Verdict::new(Cause::ClientGone), 0);
         }
     }

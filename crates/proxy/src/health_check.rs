@@ -93,7 +93,7 @@ async fn run(balancer: Arc<Balancer>, settings: ProbeSettings) {
                 }
                 (Some(true), _) => {
                     endpoint.set_active_healthy(true);
-                    tracing::info!(cluster = %settings.cluster, endpoint = endpoint.address(), passed = thresholds.healthy, "active health check: endpoint healthy again");
+                    tracing::warn!(cluster = %settings.cluster, endpoint = endpoint.address(), passed = thresholds.healthy, "active health check: endpoint healthy again, back in rotation");
                 }
                 (Some(false), Ok(())) | (None, _) => {}
             }

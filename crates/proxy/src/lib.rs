@@ -29,11 +29,13 @@
 //!    the [`access_log`]; [`status`] is the only writer of the proxy's own responses.
 
 pub mod access_log;
+mod admin;
 mod admission;
 mod attempt;
 pub mod body;
 mod call;
 mod call_end;
+mod client_message;
 mod conn;
 pub mod deadline;
 mod error;
@@ -41,6 +43,7 @@ mod headers;
 mod health_check;
 mod hold;
 mod listen;
+mod observer;
 mod request_body;
 mod response;
 mod response_body;
@@ -48,9 +51,11 @@ mod retry;
 pub mod route;
 mod server;
 mod state;
+mod stats;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+mod upstream_log;
 pub mod verdict;
 
 pub use error::StartError;

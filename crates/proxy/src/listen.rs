@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -27,7 +28,9 @@ use tokio_util::task::TaskTracker;
 use crate::conn::ConnCtx;
 use crate::error::StartError;
 use crate::state::{Generation, Generations};
+use crate::stats::{ListenerStats, Stats};
 use crate::upstream::Upstreams;
+use crate::{admin, observer};
 use crate::{server, tls};
 
 /// Pending connections the kernel queues per listener.
@@ -42,7 +45,8 @@ impl Proxy {
     /// listeners accept connections.
     pub fn start(config: &Config) -> Result<ProxyHandle, StartError> {
         let control = Control::own_thread()?;
-        let (bound, generations) = prepare(config, &control.runtime)?;
+        let prepared = prepare(config, &control.runtime)?;
+        let (bound, generations) = (prepared.bound.clone(), prepared.generations.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();
         let drain_timeout = config.server.drain_timeout;
@@ -62,13 +66,7 @@ impl Proxy {
                 .map_err(StartError::Worker)?;
             threads.push(thread);
         }
-        Ok(ProxyHandle::new(
-            &bound,
-            generations,
-            shutdown_tx,
-            Workers::Threads(threads),
-            control,
-        ))
+        ProxyHandle::new(prepared, shutdown_tx, Workers::Threads(threads), control)
     }
 
     /// Binds every listener and runs one worker as a task on the caller's tokio runtime
@@ -80,21 +78,15 @@ impl Proxy {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn start_local(config: &Config) -> Result<ProxyHandle, StartError> {
         let control = Control::current();
-        let (bound, generations) = prepare(config, &control.runtime)?;
+        let prepared = prepare(config, &control.runtime)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run_worker(
-            generations.clone(),
-            bound.clone(),
+            prepared.generations.clone(),
+            prepared.bound.clone(),
             shutdown_rx,
             config.server.drain_timeout,
         ));
-        Ok(ProxyHandle::new(
-            &bound,
-            generations,
-            shutdown_tx,
-            Workers::Task(task),
-            control,
-        ))
+        ProxyHandle::new(prepared, shutdown_tx, Workers::Task(task), control)
     }
 }
 
@@ -152,12 +144,27 @@ impl Control {
     }
 }
 
-/// Builds the first generation and binds every listener.
-fn prepare(
-    config: &Config,
-    runtime: &Handle,
-) -> Result<(Arc<Vec<BoundListener>>, Arc<Generations>), StartError> {
-    let generation = Generation::build(config, None, runtime)?;
+/// What [`prepare`] made: the bound listeners, the first generation, the counters, and
+/// the admin API's socket when `[admin]` asks for one.
+struct Prepared {
+    bound: Arc<Vec<BoundListener>>,
+    generations: Arc<Generations>,
+    stats: Arc<Stats>,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Builds the first generation and binds every listener (and the admin API's socket).
+fn prepare(config: &Config, runtime: &Handle) -> Result<Prepared, StartError> {
+    let stats = Arc::new(Stats::new(config.admin.is_some()));
+    let generation = Generation::build(config, None, runtime, &stats)?;
+    let admin = match &config.admin {
+        Some(admin) => Some(bind(admin.address).map_err(|source| StartError::Bind {
+            name: "admin".into(),
+            address: admin.address,
+            source,
+        })?),
+        None => None,
+    };
     let mut bound = Vec::new();
     for listener in &config.listeners {
         let socket = bind(listener.address).map_err(|source| StartError::Bind {
@@ -175,6 +182,8 @@ fn prepare(
             address,
             socket,
             limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
+            max_connections: listener.max_connections.max(1),
+            stats: stats.listener(&listener.name),
             builder: Arc::new(server::builder(listener)),
             idle_timeout: listener.idle_timeout,
             tls: match &listener.tls {
@@ -188,10 +197,12 @@ fn prepare(
             },
         });
     }
-    Ok((
-        Arc::new(bound),
-        Arc::new(Generations::from_pointee(generation)),
-    ))
+    Ok(Prepared {
+        bound: Arc::new(bound),
+        generations: Arc::new(Generations::from_pointee(generation)),
+        stats,
+        admin,
+    })
 }
 
 /// Where the workers run.
@@ -208,6 +219,11 @@ enum Workers {
 pub struct ProxyHandle {
     addresses: Vec<(String, SocketAddr)>,
     generations: Arc<Generations>,
+    stats: Arc<Stats>,
+    /// False once shutdown began (`/ready` answers 503).
+    ready: Arc<AtomicBool>,
+    /// The admin API's bound address, when it runs.
+    admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     workers: Option<Workers>,
     control: Control,
@@ -215,22 +231,57 @@ pub struct ProxyHandle {
 
 impl ProxyHandle {
     fn new(
-        bound: &[BoundListener],
-        generations: Arc<Generations>,
+        prepared: Prepared,
         shutdown: watch::Sender<bool>,
         workers: Workers,
         control: Control,
-    ) -> Self {
-        Self {
-            addresses: bound
-                .iter()
-                .map(|b| (b.name.to_string(), b.address))
-                .collect(),
-            generations,
+    ) -> Result<Self, StartError> {
+        let addresses: Vec<(String, SocketAddr)> = prepared
+            .bound
+            .iter()
+            .map(|b| (b.name.to_string(), b.address))
+            .collect();
+        let ready = Arc::new(AtomicBool::new(true));
+        let listeners = prepared
+            .bound
+            .iter()
+            .map(|b| admin::ListenerInfo {
+                name: b.name.clone(),
+                address: b.address,
+                tls: b.tls.is_some(),
+            })
+            .collect();
+        let view = Arc::new(admin::View::new(
+            prepared.generations.clone(),
+            prepared.stats.clone(),
+            listeners,
+            ready.clone(),
+        ));
+        observer::spawn(&control.runtime, view.clone(), shutdown.subscribe());
+        let admin = match prepared.admin {
+            Some(socket) => Some(admin::serve(
+                socket,
+                view,
+                &control.runtime,
+                shutdown.subscribe(),
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            addresses,
+            generations: prepared.generations,
+            stats: prepared.stats,
+            ready,
+            admin,
             shutdown,
             workers: Some(workers),
             control,
-        }
+        })
+    }
+
+    /// The admin API's bound address (useful with port 0), when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The bound address of a listener (useful with port 0).
@@ -263,14 +314,23 @@ impl ProxyHandle {
         let current = self.generations.load_full();
         let bound: Vec<&str> = self.addresses.iter().map(|(n, _)| n.as_str()).collect();
         let wanted: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-        if bound != wanted {
-            return Err(StartError::ListenersChanged(format!(
+        let built = if bound == wanted {
+            Generation::build(config, Some(&current), &self.control.runtime, &self.stats)
+        } else {
+            Err(StartError::ListenersChanged(format!(
                 "the listeners would change from {bound:?} to {wanted:?}; adding, removing or renaming listeners needs a restart"
-            )));
-        }
-        let next = Generation::build(config, Some(&current), &self.control.runtime)?;
+            )))
+        };
+        let next = match built {
+            Ok(next) => next,
+            Err(error) => {
+                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         let number = next.number;
         self.generations.store(Arc::new(next));
+        self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
         tracing::info!(generation = number, "new configuration generation in use");
         Ok(number)
     }
@@ -283,6 +343,7 @@ impl ProxyHandle {
     /// Stops accepting, closes every client connection gracefully, lets calls in flight
     /// finish (up to `server.drain_timeout`), then stops the workers.
     pub async fn shutdown(mut self) {
+        self.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         match self.workers.take() {
             Some(Workers::Threads(threads)) => {
@@ -305,6 +366,7 @@ impl ProxyHandle {
     /// [`ProxyHandle::shutdown`] for callers outside a runtime. A proxy started with
     /// [`Proxy::start_local`] is only told to stop: its task ends on its runtime.
     pub fn shutdown_blocking(mut self) {
+        self.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         if let Some(Workers::Threads(threads)) = self.workers.take() {
             for thread in threads {
@@ -330,10 +392,30 @@ struct BoundListener {
     address: SocketAddr,
     socket: std::net::TcpListener,
     limit: Arc<Semaphore>,
+    /// `max_connections`, for the log line when it is reached.
+    max_connections: usize,
+    /// Connections accepted, open and refused.
+    stats: Arc<ListenerStats>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     /// The TLS acceptor and handshake deadline of a TLS listener.
     tls: Option<(TlsAcceptor, Duration)>,
+}
+
+/// Counts a client connection as open until dropped.
+struct OpenConnection(Arc<ListenerStats>);
+
+impl OpenConnection {
+    fn new(stats: Arc<ListenerStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -407,9 +489,6 @@ async fn accept_loop(
 ) {
     let listener = &bound[index];
     loop {
-        let Ok(permit) = listener.limit.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -419,7 +498,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        // At max_connections a new client is refused at once (its connection closed), not
+        // left waiting in the accept queue until its deadline: it can try another proxy.
+        let Ok(permit) = listener.limit.clone().try_acquire_owned() else {
+            listener.stats.refused_at_limit(listener.max_connections);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let open = OpenConnection::new(listener.stats.clone());
         let new_ctx = {
             let generations = generations.clone();
             let upstreams = upstreams.clone();
@@ -465,6 +553,7 @@ async fn accept_loop(
                 }
             }
             drop(permit);
+            drop(open);
         });
     }
 }

@@ -79,7 +79,10 @@ impl UpstreamBody {
         self.recv = None;
         let grpc = self.grpc();
         let verdict = Verdict::new(cause);
-        let message = verdict.cause.to_string();
+        let message = match &self.end {
+            Some(end) => end.client_message(&verdict),
+            None => verdict.cause.to_string(),
+        };
         let code = verdict.code.unwrap_or(Code::UNKNOWN);
         self.finish(verdict);
         if grpc {

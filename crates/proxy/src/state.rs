@@ -43,6 +43,7 @@ use crate::error::StartError;
 use crate::health_check::{self, ProbeSettings, Prober};
 use crate::retry::RetryState;
 use crate::route::Router;
+use crate::stats::{RouteStats, Stats};
 use crate::tls;
 use crate::upstream::{PoolId, UpstreamTls};
 
@@ -61,7 +62,11 @@ pub(crate) struct Generation {
     /// Where access-log lines go.
     pub(crate) access_log: AccessLog,
     /// The `[log]` section the access log was opened from (to reuse it when unchanged).
-    log: rpcgate_config::Log,
+    pub(crate) log: rpcgate_config::Log,
+    /// The process's counters (shared by every generation).
+    pub(crate) stats: Arc<Stats>,
+    /// When this generation was built (for `/status`).
+    pub(crate) loaded_at: std::time::SystemTime,
 }
 
 /// A listener's routing table.
@@ -72,7 +77,9 @@ pub(crate) struct ListenerState {
     /// The compiled matches, in route order.
     router: Router,
     /// The routes, in the router's order.
-    routes: Vec<RouteState>,
+    pub(crate) routes: Vec<RouteState>,
+    /// The counters of calls no route took.
+    pub(crate) unrouted: Arc<RouteStats>,
 }
 
 impl ListenerState {
@@ -97,6 +104,10 @@ pub(crate) struct RouteState {
     pub(crate) response_headers: Vec<(HeaderName, HeaderValue)>,
     /// The route's retry policy, budget and counters, when it has one.
     pub(crate) retry: Option<RetryState>,
+    /// Its calls' counters.
+    pub(crate) stats: Arc<RouteStats>,
+    /// What it matches, as the file says it (for `/status`).
+    pub(crate) matcher: rpcgate_config::RouteMatch,
 }
 
 /// A cluster, ready for the hot path.
@@ -136,6 +147,7 @@ impl Generation {
         config: &Config,
         previous: Option<&Generation>,
         runtime: &Handle,
+        stats: &Arc<Stats>,
     ) -> Result<Self, StartError> {
         let mut endpoint_updates = Vec::new();
         let clusters = config
@@ -143,7 +155,7 @@ impl Generation {
             .iter()
             .map(|cluster| {
                 let old = previous.and_then(|p| p.cluster(&cluster.name));
-                ClusterState::build(cluster, old, &mut endpoint_updates, runtime)
+                ClusterState::build(cluster, old, &mut endpoint_updates, runtime, stats)
             })
             .collect::<Result<Vec<_>, StartError>>()?;
         let listeners = config
@@ -161,6 +173,8 @@ impl Generation {
                             ))
                         })?;
                         Ok(RouteState {
+                            stats: stats.route(&listener.name, &route.name, &cluster.name),
+                            matcher: route.matcher.clone(),
                             name: route.name.as_str().into(),
                             cluster,
                             timeout: route.timeout,
@@ -171,6 +185,7 @@ impl Generation {
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;
                 Ok(ListenerState {
+                    unrouted: stats.route(&listener.name, "", ""),
                     name: listener.name.as_str().into(),
                     router: Router::new(&listener.routes),
                     routes,
@@ -197,6 +212,8 @@ impl Generation {
             clusters,
             access_log,
             log: config.log.clone(),
+            stats: stats.clone(),
+            loaded_at: std::time::SystemTime::now(),
         })
     }
 
@@ -209,6 +226,16 @@ impl Generation {
     pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
         self.clusters.iter().find(|c| &*c.name == name)
     }
+
+    /// Every listener, in file order.
+    pub(crate) fn listeners(&self) -> &[ListenerState] {
+        &self.listeners
+    }
+
+    /// Every cluster, in file order.
+    pub(crate) fn clusters(&self) -> &[Arc<ClusterState>] {
+        &self.clusters
+    }
 }
 
 impl ClusterState {
@@ -220,6 +247,7 @@ impl ClusterState {
         old: Option<&Arc<ClusterState>>,
         endpoint_updates: &mut Vec<(Arc<Balancer>, Vec<EndpointSpec>)>,
         runtime: &Handle,
+        stats: &Stats,
     ) -> Result<Arc<ClusterState>, StartError> {
         if let Some(old) = old
             && old.config == *config
@@ -292,6 +320,7 @@ impl ClusterState {
                 old.limits.clone()
             }
             _ => Arc::new(ClusterLimits {
+                stats: stats.cluster(&config.name),
                 name: config.name.as_str().into(),
                 max_requests: config.max_requests.map(InFlightLimit::new),
                 breaker: config.circuit_breaker.map(|b| {
@@ -334,6 +363,18 @@ impl ClusterState {
             limits,
             config: config.clone(),
         }))
+    }
+}
+
+impl ClusterState {
+    /// The configuration this state was built from.
+    pub(crate) fn config(&self) -> &Cluster {
+        &self.config
+    }
+
+    /// Whether active health checks run for this cluster.
+    pub(crate) fn actively_checked(&self) -> bool {
+        self._prober.is_some()
     }
 }
 
@@ -386,7 +427,9 @@ endpoints = ["127.0.0.1:7003"]
 
     /// A generation from `config`, its probers (none here) on the test's runtime.
     fn build(config: &Config, previous: Option<&Generation>) -> Generation {
-        Generation::build(config, previous, &Handle::current()).unwrap_or_else(|e| panic!("{e}"))
+        let stats = Arc::new(Stats::new(true));
+        Generation::build(config, previous, &Handle::current(), &stats)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     const ENDPOINTS: &str = r#""127.0.0.1:7001", "127.0.0.1:7002""#;

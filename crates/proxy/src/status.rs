@@ -13,13 +13,12 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use crate::body::ProxyBody;
 use crate::verdict::{Code, Verdict};
 
-/// The response for a call the proxy ends by itself.
-pub fn respond(verdict: &Verdict, grpc: bool) -> Response<ProxyBody> {
-    let message = verdict.cause.to_string();
+/// The response for a call the proxy ends by itself, with `message` for the client.
+pub fn respond(verdict: &Verdict, grpc: bool, message: &str) -> Response<ProxyBody> {
     if grpc {
-        trailers_only(verdict.code.unwrap_or(Code::UNKNOWN), &message)
+        trailers_only(verdict.code.unwrap_or(Code::UNKNOWN), message)
     } else {
-        http_error(verdict.http_status, &message)
+        http_error(verdict.http_status, message)
     }
 }
 
@@ -100,11 +99,12 @@ mod tests {
         let verdict = Verdict::new(Cause::NoRoute {
             path: "/a.B/C".into(),
         });
-        let grpc = respond(&verdict, true);
+        let message = verdict.cause.to_string();
+        let grpc = respond(&verdict, true, &message);
         assert_eq!(grpc.status(), StatusCode::OK);
         assert_eq!(grpc.headers()["grpc-status"], "12");
         assert_eq!(grpc.headers()["grpc-message"], "no route for /a.B/C");
-        let http = respond(&verdict, false);
+        let http = respond(&verdict, false, &message);
         assert_eq!(http.status(), StatusCode::NOT_FOUND);
         assert_eq!(http.headers()["content-type"], "text/plain; charset=utf-8");
     }

@@ -602,6 +602,19 @@ impl Verdict {
             && !matches!(self.cause, Cause::NoBackendTookIt { .. })
     }
 
+    /// Whether the way to the backend failed: connect (TCP, TLS, handshake), a lost
+    /// connection or a reset stream — what the operator's log hears about.
+    pub fn is_transport_failure(&self) -> bool {
+        matches!(
+            self.cause,
+            Cause::Connect { .. }
+                | Cause::ConnectionLost { .. }
+                | Cause::Http1Lost { .. }
+                | Cause::ResetBeforeHead(_)
+                | Cause::BrokenMidStream(_)
+        )
+    }
+
     /// Whether this was a failed connect (the attempt loop does not connect twice to the
     /// same endpoint within one call, while a refused stream may be retried there).
     pub fn is_connect_failure(&self) -> bool {
@@ -632,10 +645,18 @@ impl Verdict {
     /// endpoint (of `cluster`) ended; an ejection it causes is logged at warn with the
     /// failure that caused it.
     pub fn settle(&self, guard: CallGuard, cluster: &str) {
+        guard
+            .endpoint()
+            .outcomes()
+            .record(self.code.map(|c| c.0), guard.started().elapsed());
+        if self.is_transport_failure() {
+            crate::upstream_log::failure(cluster, guard.endpoint(), &self.cause);
+        }
         match self.health {
             Health::Failure => {
                 let endpoint = guard.endpoint().clone();
                 if guard.finish(Outcome::Failure) {
+                    endpoint.note_ejection_cause(self.cause.reason().unwrap_or("error_status"));
                     let policy = endpoint.passive_policy();
                     tracing::warn!(
                         cluster,

@@ -45,7 +45,7 @@ mod tls;
 /// Keys with a "do nothing" value (`max_connection_age = "0s"`, `grpc_web = false`, …)
 /// are accepted with that value; validation only consults this list otherwise.
 pub const NOT_IMPLEMENTED: &[&str] = &[
-    "admin",
+    "admin.xds",
     "listeners.max_connection_age",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
@@ -54,6 +54,9 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.deny",
     "listeners.rate_limit",
     "routes.rate_limit",
+    "routes.max_message_bytes",
+    "routes.allow",
+    "routes.deny",
     "clusters.discovery",
 ];
 

@@ -96,6 +96,19 @@ impl Validator<'_> {
         if let Some(v) = &r.rate_limit {
             self.not_implemented("routes.rate_limit", &key.key("rate_limit"), &v.span());
         }
+        if let Some(v) = &r.max_message_bytes {
+            self.not_implemented(
+                "routes.max_message_bytes",
+                &key.key("max_message_bytes"),
+                &v.span(),
+            );
+        }
+        if let Some(v) = &r.allow {
+            self.not_implemented("routes.allow", &key.key("allow"), &v.span());
+        }
+        if let Some(v) = &r.deny {
+            self.not_implemented("routes.deny", &key.key("deny"), &v.span());
+        }
         let request_headers = r
             .request_headers
             .as_ref()

@@ -7,7 +7,7 @@ use super::Validator;
 use crate::defaults;
 use crate::file::{FileConfig, Spanned};
 use crate::locate::KeyPath;
-use crate::runtime::{AccessLogTarget, Admin, Log, LogFormat, Server};
+use crate::runtime::{AccessLogTarget, Admin, ClientErrorDetail, Log, LogFormat, Server};
 
 impl Validator<'_> {
     /// `[server]`; `workers = 0` is resolved to the number of CPUs here.
@@ -32,11 +32,15 @@ impl Validator<'_> {
         }
     }
 
-    /// `[admin]`, which is refused for now (it is in `NOT_IMPLEMENTED`) but still checked.
+    /// `[admin]`: its address; `xds = true` is refused until xDS is served.
     pub(super) fn admin(&mut self, file: &FileConfig) -> Option<Admin> {
         file.admin.as_ref().and_then(|admin| {
             let key = KeyPath::root("admin");
-            self.not_implemented("admin", &key, &admin.span());
+            if let Some(xds) = &admin.get_ref().xds
+                && *xds.get_ref()
+            {
+                self.not_implemented("admin.xds", &key.key("xds"), &xds.span());
+            }
             let address = &admin.get_ref().address;
             self.socket_addr(address, &key.key("address"))
                 .map(|address| Admin { address })
@@ -95,10 +99,26 @@ impl Validator<'_> {
                 }
             },
         };
+        let client_error_detail = match log.and_then(|l| l.client_error_detail.as_ref()) {
+            None => defaults::CLIENT_ERROR_DETAIL,
+            Some(d) => match d.get_ref().as_str() {
+                "reason" => ClientErrorDetail::Reason,
+                "full" => ClientErrorDetail::Full,
+                other => {
+                    self.err(
+                        &d.span(),
+                        &key.key("client_error_detail"),
+                        format!("unknown value {other:?}, expected reason or full"),
+                    );
+                    defaults::CLIENT_ERROR_DETAIL
+                }
+            },
+        };
         Log {
             level,
             access_log,
             format,
+            client_error_detail,
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The admin API on `admin.address` (contract §5): `/healthz`, `/ready`, `/metrics`,
+//! `/status` and the dashboard at `/`, over HTTP/1.1 and h2c on one port.
+//!
+//! It runs on the control runtime, apart from the workers, so a scrape never competes
+//! with calls for a worker's event loop. Everything it shows is read from the current
+//! [`Generation`](crate::state::Generation) and the process's [`Stats`] at request time;
+//! rates and recent percentiles come from the [`History`] the observer fills once a
+//! second. Without `[admin]` none of this runs and nothing listens.
+
+mod history;
+mod metrics;
+mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub(crate) use history::History;
+
+use crate::error::StartError;
+use crate::state::Generations;
+use crate::stats::Stats;
+
+/// The dashboard: one self-contained page that polls `/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// A bound listener as `/status` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerInfo {
+    pub(crate) name: Arc<str>,
+    pub(crate) address: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+/// What the admin API reads: the live generation, the counters, and the history.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub(crate) generations: Arc<Generations>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) listeners: Vec<ListenerInfo>,
+    /// False once shutdown began.
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) started: Instant,
+    pub(crate) history: History,
+}
+
+impl View {
+    /// A view of a proxy that has just started.
+    pub(crate) fn new(
+        generations: Arc<Generations>,
+        stats: Arc<Stats>,
+        listeners: Vec<ListenerInfo>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            generations,
+            stats,
+            listeners,
+            ready,
+            started: Instant::now(),
+            history: History::default(),
+        }
+    }
+}
+
+/// Serves the admin API on `socket` until `shutdown`; returns the bound address.
+pub(crate) fn serve(
+    socket: std::net::TcpListener,
+    view: Arc<View>,
+    runtime: &Handle,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, StartError> {
+    let address = socket
+        .local_addr()
+        .map_err(|source| bind_error(&socket, source))?;
+    let _entered = runtime.enter();
+    let listener = TcpListener::from_std(socket).map_err(|source| StartError::Bind {
+        name: "admin".into(),
+        address,
+        source,
+    })?;
+    tracing::info!(%address, "admin API listening: dashboard at http://{address}/");
+    runtime.spawn(async move {
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => return,
+            };
+            let Ok((stream, _)) = accepted else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let view = view.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let view = view.clone();
+                    async move { Ok::<_, Infallible>(answer(&view, &request)) }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+fn bind_error(socket: &std::net::TcpListener, source: std::io::Error) -> StartError {
+    StartError::Bind {
+        name: "admin".into(),
+        address: socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    }
+}
+
+/// The answer to one admin request.
+fn answer(view: &Arc<View>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let get = request.method() == Method::GET || request.method() == Method::HEAD;
+    match (request.uri().path(), get) {
+        ("/healthz", true) => text(StatusCode::OK, "ok\n"),
+        ("/ready", true) if view.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        ("/ready", true) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        ("/metrics", true) => match metrics::encode(view) {
+            Ok(body) => with_type(StatusCode::OK, metrics::CONTENT_TYPE, body),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+            ),
+        },
+        ("/status", true) => with_type(
+            StatusCode::OK,
+            "application/json",
+            status::render(view).to_string(),
+        ),
+        ("/", true) => with_type(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+        ("/healthz" | "/ready" | "/metrics" | "/status" | "/", false) => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; the admin API serves / /status /metrics /healthz /ready\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}

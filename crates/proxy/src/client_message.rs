@@ -1,0 +1,135 @@
+//! What a client reads in the `grpc-message` (or plain-HTTP body) of an error the proxy
+//! made: what happened and in which cluster, but no backend address and no internal
+//! error chain — those are the operator's, and go to the log (`log.client_error_detail =
+//! "reason"`, the default). With `"full"` the client reads the log's text, for
+//! development.
+
+use rpcgate_config::ClientErrorDetail;
+
+use crate::upstream::ConnectError;
+use crate::verdict::{Cause, ConnectFailure};
+
+/// The message for a client about `cause`, in `cluster` when the call had one.
+pub(crate) fn client_message(
+    cause: &Cause,
+    cluster: Option<&str>,
+    detail: ClientErrorDetail,
+) -> String {
+    if detail == ClientErrorDetail::Full {
+        return cause.to_string();
+    }
+    let of = |what: &str| match cluster {
+        Some(cluster) => format!("{what} of cluster {cluster}"),
+        None => what.to_owned(),
+    };
+    match cause {
+        Cause::Connect {
+            error: ConnectFailure::H2(error),
+            ..
+        } => connect_message(error, &of("a backend")),
+        Cause::Connect { .. } => format!("could not connect to {}", of("a backend")),
+        Cause::Refused { .. } => format!("{} refused the stream", of("a backend")),
+        Cause::GoingAway { .. } => format!(
+            "{} is going away (GOAWAY) and did not take the stream",
+            of("a backend")
+        ),
+        Cause::NoBackendTookIt { cluster, last } => {
+            let why = last.as_deref().map_or_else(String::new, |last| {
+                format!(": {}", client_message(last, None, detail))
+            });
+            format!("no backend of cluster {cluster} could take the call{why}")
+        }
+        Cause::ResetBeforeHead(_) => format!("{} reset the stream", of("a backend")),
+        Cause::ConnectionLost { .. } | Cause::Http1Lost { .. } => {
+            format!("the connection to {} was lost", of("a backend"))
+        }
+        Cause::BrokenMidStream(_) => {
+            format!("the response from {} broke off mid-call", of("a backend"))
+        }
+        Cause::Http1BodyFailed(_) => {
+            format!("the response body from {} failed", of("a backend"))
+        }
+        Cause::UpstreamHttpError(status) => format!(
+            "{} answered HTTP {status} without a gRPC status",
+            of("a backend")
+        ),
+        Cause::DeadlineBeforeHead(timeout) => format!(
+            "deadline exceeded after {timeout:?} waiting for {}",
+            of("a backend")
+        ),
+        Cause::PerTryTimeout(timeout) => format!(
+            "{} did not answer within per_try_timeout ({timeout:?})",
+            of("a backend")
+        ),
+        Cause::DeadlineMidStream => format!(
+            "deadline exceeded while {} was still answering",
+            of("a backend")
+        ),
+        Cause::ClientCancelled(_) => "the client cancelled the call".to_owned(),
+        Cause::BadRequest(_) => "bad request: it cannot be forwarded".to_owned(),
+        // These name no address and no internal error already.
+        Cause::Completed { .. }
+        | Cause::NoRoute { .. }
+        | Cause::NoEndpoint { .. }
+        | Cause::ClientGone
+        | Cause::Panicked
+        | Cause::CircuitOpen { .. }
+        | Cause::AtMaxRequests { .. } => cause.to_string(),
+    }
+}
+
+/// A failed connect by step: the step's own error says what went wrong (a TLS
+/// certificate problem, a refused port), the address is left out.
+fn connect_message(error: &ConnectError, backend: &str) -> String {
+    match error {
+        ConnectError::Timeout(_) => format!("connect to {backend} timed out"),
+        ConnectError::Io(_, io) => format!("could not connect to {backend}: {io}"),
+        ConnectError::Tls(_, tls) => format!("TLS handshake with {backend} failed: {tls}"),
+        ConnectError::Handshake(_, h2) => {
+            format!("HTTP/2 handshake with {backend} failed: {h2}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rpcgate_balance::{Endpoint, EndpointSpec, PassiveHealthPolicy};
+
+    use super::*;
+
+    #[test]
+    fn reasons_name_the_cluster_but_never_the_backend() {
+        let endpoint = Arc::new(Endpoint::new(
+            EndpointSpec::new("10.1.2.3:50051"),
+            PassiveHealthPolicy::OFF,
+        ));
+        let causes = [
+            Cause::Refused {
+                endpoint: endpoint.clone(),
+            },
+            Cause::GoingAway {
+                endpoint: endpoint.clone(),
+            },
+            Cause::NoBackendTookIt {
+                cluster: "greeter".into(),
+                last: Some(Box::new(Cause::Refused { endpoint })),
+            },
+            Cause::PerTryTimeout(Duration::from_millis(500)),
+            Cause::ResetBeforeHead(h2::Reason::INTERNAL_ERROR),
+        ];
+        for cause in &causes {
+            let reason = client_message(cause, Some("greeter"), ClientErrorDetail::Reason);
+            assert!(reason.contains("greeter"), "{reason}");
+            assert!(!reason.contains("10.1.2.3"), "{reason}");
+        }
+        let full = client_message(&causes[0], Some("greeter"), ClientErrorDetail::Full);
+        assert!(full.contains("10.1.2.3:50051"), "{full}");
+        assert_eq!(
+            client_message(&causes[2], None, ClientErrorDetail::Reason),
+            "no backend of cluster greeter could take the call: a backend refused the stream"
+        );
+    }
+}
