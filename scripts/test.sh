@@ -16,8 +16,9 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 
 # 1. Debian packages the tests and benchmarks use: nginx (comparison target), nghttp2's
-#    h2load/nghttp (load and HTTP/2 probes), etcd (discovery), python3-venv (interop).
-packages=(nginx nghttp2-client etcd-server python3-venv)
+#    h2load/nghttp (load and HTTP/2 probes), etcd (discovery), python3-venv (interop),
+#    chromium (the dashboard test, headless; never a browser downloaded by npm).
+packages=(nginx nghttp2-client etcd-server python3-venv chromium)
 if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
   missing=()
   for package in "${packages[@]}"; do
@@ -52,7 +53,17 @@ if ! cmp -s "$requirements" "$stamp"; then
 fi
 export RPCGATE_VENV="$venv"
 
-# 3. Rust: format, lints, tests.
+# 3. The dashboard test's driver: playwright-core from npm (locked), run on Debian's
+#    Chromium. Reinstalled only when the lock file changes.
+dashboard="tests/dashboard"
+if ! cmp -s "$dashboard/package-lock.json" "$dashboard/node_modules/.rpcgate-lock" 2>/dev/null; then
+  step "npm ci in $dashboard"
+  (cd "$dashboard" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dashboard/package-lock.json" "$dashboard/node_modules/.rpcgate-lock"
+fi
+export RPCGATE_REQUIRE_BROWSER=1
+
+# 4. Rust: format, lints, tests.
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
     rustup component add "$component"

@@ -63,6 +63,20 @@ pub enum Command {
     Backend(BackendArgs),
     /// Write a development PKI: a CA, a server certificate for the hosts, a client certificate.
     Certs(CertsArgs),
+    /// Show the admin API's view in the terminal: per cluster, its endpoints with health,
+    /// in-flight calls, calls/s, errors/s and p99.
+    Status(StatusArgs),
+}
+
+/// `rpcgate status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The admin API's address (`[admin] address` in the config).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// Redraw every two seconds until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `-c FILE`.
@@ -87,9 +101,16 @@ pub struct DemoArgs {
     /// How many calls to send in each phase (at least 1).
     #[arg(long, default_value_t = 30, value_parser = at_least_one)]
     pub calls: usize,
-    /// Keep the balancer and backends running after the demo (Ctrl-C to stop).
+    /// Keep the balancer, its admin API and the backends running after the demo, until
+    /// Ctrl-C or SIGTERM (exit 0).
     #[arg(long)]
     pub serve: bool,
+    /// The balancer's listener address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The admin API's address: dashboard at /, /metrics, /status (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
 }
 
 /// `rpcgate backend` options.

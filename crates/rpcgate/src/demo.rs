@@ -112,7 +112,12 @@ impl Drop for DemoTls {
 /// forgotten by the time it shows the breaker) to keep the timeline short, and a larger
 /// retry budget (its few calls, some retried after the kill, would leave the default's
 /// 20% too little for the flaky call).
-fn demo_config(backends: &[BackendHandle], tls: Option<&DemoTls>) -> String {
+fn demo_config(
+    backends: &[BackendHandle],
+    tls: Option<&DemoTls>,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> String {
     let list = |bs: &[BackendHandle]| {
         bs.iter()
             .map(|b| format!("\"{}\"", b.addr()))
@@ -131,12 +136,15 @@ fn demo_config(backends: &[BackendHandle], tls: Option<&DemoTls>) -> String {
         r#"[server]
 workers = 1
 
+[admin]
+address = "{admin}"
+
 [log]
 access_log = "off"
 
 [[listeners]]
 name = "edge"
-address = "127.0.0.1:0"
+address = "{listen}"
 {listener_tls}
 [[listeners.routes]]
 name = "auth"
@@ -177,6 +185,23 @@ passive_health = {{ max_fails = 3, fail_timeout = "10s" }}
     )
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so `demo --serve` stops cleanly either way.
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
+}
+
 /// A tonic channel (one HTTP/2 connection) to the balancer.
 async fn connect(
     address: std::net::SocketAddr,
@@ -215,7 +240,7 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
             None => spawn_backend(&name).await?,
         });
     }
-    let text = demo_config(&backends, tls.as_ref());
+    let text = demo_config(&backends, tls.as_ref(), args.listen, args.admin);
     let config = rpcgate_config::parse(&text, "<demo>")?;
     let proxy = Proxy::start(&config)?;
     let address = proxy
@@ -238,6 +263,10 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     for b in &backends {
         println!("  {} on {}", b.name(), b.addr());
     }
+    let admin = proxy.admin_addr().ok_or("the demo admin API is missing")?;
+    println!(
+        "  admin API: http://{admin}/ (live dashboard), /metrics, /status; in a terminal: rpcgate status --admin {admin}"
+    );
     println!();
     println!("Configuration in use (rpcgate check accepts it):\n");
     println!("{text}");
@@ -331,12 +360,21 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     resilience(&channel).await?;
 
+    println!(
+        "\nDashboard: http://{admin}/   metrics: http://{admin}/metrics   rpcgate status --admin {admin}"
+    );
     if args.serve {
-        println!("\nServing on {address} until Ctrl-C. Try:");
+        println!("\nServing on {address} until Ctrl-C or SIGTERM. Try:");
         if tls.is_none() {
-            println!("  grpcurl -plaintext {address} list   (if you have grpcurl)");
+            println!(
+                "  grpcurl -plaintext {address} list   (the backends serve reflection; if you have grpcurl)"
+            );
+            println!(
+                "  grpcurl -plaintext -d '{{\"name\":\"you\"}}' {address} helloworld.Greeter/SayHello"
+            );
         }
-        let _ = tokio::signal::ctrl_c().await;
+        println!("  rpcgate status --admin {admin} --watch");
+        stopped().await;
     }
     shutdown(proxy).await;
     if ok == calls {

@@ -1,6 +1,6 @@
 //! The `rpcgate` binary: a gRPC-aware load balancer and reverse proxy.
 //!
-//! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`]. The command
+//! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`], [`status`]. The command
 //! line is contract §1; the configuration file is contract §2 (parsed by `rpcgate-config`);
 //! the § numbers are those of `docs/contract.md`.
 
@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod demo;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => demo::main(args, cli.log_level.as_deref()),
         cli::Command::Backend(args) => backend::main(args, cli.log_level.as_deref()),
         cli::Command::Certs(args) => certs::main(args),
+        cli::Command::Status(args) => status::main(args),
     }
 }
 

@@ -402,6 +402,60 @@ async fn demo_spreads_calls_over_its_backends() {
     }
 }
 
+/// `demo --serve --listen --admin` keeps the balancer and its admin API up on the given
+/// addresses; `rpcgate status --admin` shows its clusters (the killed backend down, with
+/// why); an unreachable admin API is exit 1; SIGTERM stops the demo with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_its_admin_api_up_for_rpcgate_status() {
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut demo = spawn(rpcgate().args([
+        "demo",
+        "--serve",
+        "--calls",
+        "6",
+        "--listen",
+        &listen.to_string(),
+        "--admin",
+        &admin.to_string(),
+    ]));
+    demo.until_said("Serving on").await;
+    let said = demo.output();
+    assert!(
+        said.contains(&format!("admin API: http://{admin}/")),
+        "{said}"
+    );
+    assert!(said.contains(&format!("balancer on {listen}")), "{said}");
+    let reply = call_when_up(listen, &mut demo).await;
+    assert!(reply.starts_with("Hello Ann from backend-"), "{reply}");
+
+    let output = rpcgate()
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    for cluster in ["cluster auth", "cluster laptop", "cluster greeter"] {
+        assert!(shown.contains(cluster), "{cluster} missing from:\n{shown}");
+    }
+    // backend-3 was killed: ejected by passive health for 10 s, so still down now.
+    let down = shown
+        .lines()
+        .find(|l| l.contains("DOWN"))
+        .unwrap_or_else(|| panic!("no endpoint down in:\n{shown}"));
+    assert!(down.contains("passive health"), "{down}");
+
+    let unreachable = rpcgate()
+        .args(["status", "--admin", &free_addr().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1), "{}", text(&unreachable));
+    assert!(text(&unreachable).contains("cannot reach the admin API"));
+
+    demo.sigterm();
+    let status = demo.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", demo.output());
+}
+
 /// `--backends 0` and `--calls 0` are refused; one backend runs the demo without the
 /// fail-over part (nothing to fail over to) and claims no retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
