@@ -526,7 +526,7 @@ def calls_row(r: dict) -> str:
     )
 
 
-PROXY_ORDER = ["rpcgate", "nginx", "haproxy", "haproxy-1m"]
+PROXY_ORDER = ["rpcgate", "rpcgate-admin", "nginx", "haproxy", "haproxy-1m"]
 
 
 def ordered(rows: list[dict], scenarios: list[str]) -> list[dict]:
@@ -572,6 +572,17 @@ def ratio_table(by: dict, scenarios: list[str], unit: str) -> str:
             out.append(f"| {s}, HAProxy with 1 MiB windows | {cell('rpcgate', s)} | – | "
                        f"{cell('haproxy-1m', s)} | – | {ratio(s, 'haproxy-1m')} |")
     return "\n".join(out)
+
+
+def metrics_line(by: dict, scenarios: list[str]) -> str:
+    """What the admin API's metrics cost: rpcgate with [admin] over rpcgate without, per
+    scenario (issue 8's budget: at most 1.10)."""
+    ratios = [(s, v) for s in scenarios
+              if (v := cpu_ratio(by, s, "rpcgate", proxy="rpcgate-admin")) is not None]
+    if not ratios:
+        return ""
+    parts = ", ".join(f"{s} {v:.2f}" for s, v in ratios)
+    return f"**metrics on vs off**: CPU per call with `[admin]` / without: {parts}."
 
 
 def haproxy_line(by: dict, scenarios: list[str], fails: int, checks_ok: bool) -> str:
@@ -745,6 +756,8 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
     checks_ok = all(str(r.get("check", "")).startswith("OK")
                     for r in plain if r["proxy"] == "rpcgate")
     verdict += "\n\n" + haproxy_line(by, plain_scens, rpc_failures, checks_ok)
+    if line := metrics_line(by, plain_scens):
+        verdict += "\n\n" + line
 
     others = [r["cpu0_other_pct"] for r in rows if r.get("cpu0_other_pct") is not None]
     noise = ""

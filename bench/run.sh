@@ -13,6 +13,7 @@
 #
 # Usage: bench/run.sh [--quick] [--no-build] [--keep]
 #                     [--proxies "rpcgate nginx haproxy haproxy-1m"]
+#                     (also: rpcgate-admin, rpcgate with [admin], i.e. metrics on)
 #                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
@@ -168,9 +169,14 @@ log "backends b1=127.0.0.1:$B1 b2=127.0.0.1:$B2 (CPU 1)"
 # ------------------------------------------------------------------ proxies
 PROXY_PID=""
 start_rpcgate() {
-    # start_rpcgate PORT [tls]
-    local port=$1 tls=${2:-} dir="$WORK/rpcgate"
+    # start_rpcgate PORT [tls] [admin]   (admin: with an [admin] API, i.e. metrics on)
+    local port=$1 tls=${2:-} admin=${3:-} dir="$WORK/rpcgate"
     mkdir -p "$dir"
+    local admin_table=""
+    if [[ $admin == admin ]]; then
+        admin_table="[admin]
+address = \"127.0.0.1:$("${PY[@]}" freeport)\""
+    fi
     local tls_table=""
     if [[ $tls == tls ]]; then
         # rustls defaults apply: a 256-entry server session cache, no ticketer (TLS 1.3
@@ -183,6 +189,7 @@ key = \"$CERTS/server-key.pem\""
 [server]
 workers = 1
 drain_timeout = "1s"
+$admin_table
 
 [log]
 level = "warn"
@@ -354,6 +361,7 @@ for proxy in $PROXIES; do
         payload="$WORK/p$size.bin"
         case "$proxy" in
             rpcgate) start_rpcgate "$port" "$tls" ;;
+            rpcgate-admin) start_rpcgate "$port" "$tls" admin ;;
             nginx) start_nginx "$port" "$tls" ;;
             haproxy) start_haproxy "$port" "$tls" ;;
             haproxy-1m) start_haproxy "$port" "$tls" 1048576 ;;

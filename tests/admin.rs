@@ -375,3 +375,59 @@ async fn a_dead_endpoint_shows_as_down_with_its_reason() {
         proxy.shutdown().await;
     }
 }
+
+/// While the proxy drains (a call still in flight after shutdown began), `/ready` answers
+/// 503 and the admin API stays up; the call finishes.
+#[tokio::test]
+async fn ready_turns_503_while_draining() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let mut proxy = start_proxy(&OneCluster::backends(&[&backend]).admin().build());
+    let admin = proxy.admin();
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let slow = tokio::spawn(async move {
+        let request = with_meta(hello("slow"), &[(meta::DELAY_MS, "1500")]);
+        client.say_hello(request).await
+    });
+    backend.wait_until(|b| b.in_flight() == 1).await;
+    let handle = proxy.handle.take().unwrap();
+    let draining = tokio::spawn(handle.shutdown());
+    let get_ready = || async {
+        let (parts, _) = common::http::http1_get(admin, "/ready", &[]).await;
+        parts.status.as_u16()
+    };
+    bounded(async {
+        while get_ready().await != 503 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let reply = bounded(slow).await.unwrap().unwrap();
+    assert_eq!(common::served_by(reply.metadata()), "b1");
+    bounded(draining).await.unwrap();
+}
+
+/// Histogram buckets are cumulative, and `+Inf` equals `_count` (the Prometheus contract
+/// that `histogram_quantile` relies on).
+#[tokio::test]
+async fn histogram_buckets_are_cumulative() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = start_proxy(&OneCluster::backends(&[&backend]).admin().build());
+    let mut client = GreeterClient::new(proxy.channel().await);
+    for _ in 0..3 {
+        bounded(client.say_hello(hello("x"))).await.unwrap();
+    }
+    let (_, body) = proxy.admin_get("/metrics").await;
+    let buckets: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with("rpcgate_request_duration_seconds_bucket{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 17, "{body}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets[16], 3.0, "{body}");
+    assert!(
+        body.contains("rpcgate_request_duration_seconds_bucket{listener=\"edge\",route=\"edge/0\",cluster=\"main\",grpc_service=\"helloworld.Greeter\",grpc_method=\"SayHello\",le=\"+Inf\"} 3"),
+        "{body}"
+    );
+    proxy.shutdown().await;
+}

@@ -121,18 +121,14 @@ impl HistogramSnapshot {
         self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
     }
 
-    /// `(upper bound, cumulative count)` per bucket, `+Inf` last: Prometheus' shape.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
+    /// `(upper bound, count in that bucket alone)`, `+Inf` last: what
+    /// `prometheus-client`'s histogram encoder takes (it writes the cumulative counts).
+    pub fn per_bucket(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKETS
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
             .zip(self.buckets)
-            .map(|(bound, count)| {
-                total += count;
-                (bound, total)
-            })
             .collect()
     }
 
@@ -194,10 +190,11 @@ mod tests {
         assert_eq!(s.buckets[1], 1);
         assert_eq!(s.buckets[16], 1);
         assert_eq!(s.count(), 3);
-        let cumulative = s.cumulative();
-        assert_eq!(cumulative.len(), 17);
-        assert_eq!(cumulative[0], (0.0005, 1));
-        assert_eq!(cumulative[16], (f64::INFINITY, 3));
+        let buckets = s.per_bucket();
+        assert_eq!(buckets.len(), 17);
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[1], (0.001, 1));
+        assert_eq!(buckets[16], (f64::INFINITY, 1));
         assert!((s.sum_seconds() - 120.001001).abs() < 1e-9);
     }
 

@@ -48,7 +48,7 @@ pub struct AccessRecord {
     pub cluster: Option<Arc<str>>,
     /// The endpoint of the last attempt.
     pub endpoint: Option<String>,
-    /// Attempts made (1 + transparent retries).
+    /// Attempts made: the first, then every retry (transparent and by policy).
     pub attempts: u32,
     /// Whole call duration in milliseconds.
     pub duration_ms: f64,

@@ -119,8 +119,10 @@ async fn proxy_call(
     };
     let Some(route) = listener.route(&view) else {
         if generation.stats.per_call {
+            // Unrouted calls carry no method labels: a scanner's random paths must not
+            // use up the label budget of the real methods.
             let unrouted = &listener.unrouted;
-            end.count_in(unrouted.clone(), unrouted.method(parts.uri.path(), grpc));
+            end.count_in(unrouted.clone(), unrouted.method(parts.uri.path(), false));
         }
         return end.respond(Verdict::new(Cause::NoRoute {
             path: parts.uri.path().to_string(),

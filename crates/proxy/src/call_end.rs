@@ -188,7 +188,14 @@ impl Drop for CallEnd {
             || self.admitted.is_some()
             || self.stats.is_some()
         {
-            self.complete(&Verdict::new(Cause::ClientGone), 0);
+            // Dropped while a panic unwinds: the call failed in rpcgate, the client did
+            // not go away (it gets INTERNAL from the panic boundary in `call.rs`).
+            let cause = if std::thread::panicking() {
+                Cause::Panicked
+            } else {
+                Cause::ClientGone
+            };
+            self.complete(&Verdict::new(cause), 0);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! failed one. The thresholds ([`rpcgate_balance::ActiveHealthState`]) turn results into
 //! a verdict, which goes to the endpoint ([`rpcgate_balance::Endpoint::set_active_healthy`]):
 //! an endpoint receives calls only when neither active nor passive health marks it down.
-//! Every verdict change is logged (warn when marked down, info when back).
+//! Every verdict change is logged at warn, down and back (an operator acts on both).
 //!
 //! The task stops when its cluster state is dropped ([`Prober`]'s `Drop`): a generation
 //! that keeps the cluster unchanged keeps its prober and the verdicts it reached.

@@ -225,6 +225,9 @@ pub struct ProxyHandle {
     /// The admin API's bound address, when it runs.
     admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    /// Stops the admin API and the observer once the workers are done, so `/ready`
+    /// answers 503 for the whole drain.
+    drained: watch::Sender<bool>,
     workers: Option<Workers>,
     control: Control,
 }
@@ -257,14 +260,10 @@ impl ProxyHandle {
             listeners,
             ready.clone(),
         ));
-        observer::spawn(&control.runtime, view.clone(), shutdown.subscribe());
+        let (drained, drained_rx) = watch::channel(false);
+        observer::spawn(&control.runtime, view.clone(), drained_rx.clone());
         let admin = match prepared.admin {
-            Some(socket) => Some(admin::serve(
-                socket,
-                view,
-                &control.runtime,
-                shutdown.subscribe(),
-            )?),
+            Some(socket) => Some(admin::serve(socket, view, &control.runtime, drained_rx)?),
             None => None,
         };
         Ok(Self {
@@ -274,6 +273,7 @@ impl ProxyHandle {
             ready,
             admin,
             shutdown,
+            drained,
             workers: Some(workers),
             control,
         })
@@ -359,6 +359,7 @@ impl ProxyHandle {
             }
             None => {}
         }
+        let _ = self.drained.send(true);
         let mut control = std::mem::replace(&mut self.control, Control::detached());
         let _ = tokio::task::spawn_blocking(move || control.stop()).await;
     }
@@ -373,6 +374,7 @@ impl ProxyHandle {
                 let _ = thread.join();
             }
         }
+        let _ = self.drained.send(true);
         self.control.stop();
     }
 }
@@ -380,6 +382,7 @@ impl ProxyHandle {
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        let _ = self.drained.send(true);
         if let Some((_, stop)) = self.control.thread.take() {
             let _ = stop.send(());
         }

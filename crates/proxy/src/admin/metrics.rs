@@ -80,7 +80,7 @@ impl Collector for Scrape {
         counters(
             &mut out,
             "requests",
-            "Calls that ended, by listener, route, cluster, gRPC service and method (capped at 1000 distinct pairs, the rest as `other`) and final gRPC status.",
+            "Calls that ended, by listener, route, cluster, gRPC service and method (at most 1000 route/method label sets, the rest as `other`; empty for plain HTTP and unrouted calls) and final gRPC status.",
             requests,
         )?;
         histograms(
@@ -296,7 +296,7 @@ fn histograms<L: EncodeLabelSet>(
             .encode_histogram::<NoLabelSet>(
                 histogram.sum_seconds(),
                 histogram.count(),
-                &histogram.cumulative(),
+                &histogram.per_bucket(),
                 None,
             )?;
     }
