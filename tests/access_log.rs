@@ -159,3 +159,103 @@ async fn failed_calls_carry_a_reason() {
     assert_eq!(line["grpc_status"], 4);
     proxy.shutdown().await;
 }
+
+/// gRPC framing: a 5-byte prefix and the encoded message.
+fn framed(message: &impl prost::Message) -> u64 {
+    5 + message.encoded_len() as u64
+}
+
+/// Byte counts are exact in both directions for all four gRPC call kinds over HTTP/2,
+/// and for a plain HTTP/1.1 cluster (request and response bodies).
+#[tokio::test]
+async fn byte_counts_are_exact_for_every_call_kind_and_http1() {
+    use rpcgate_demo::pb::helloworld::{HelloReply, HelloStreamRequest};
+
+    let dir = TempDir::new("access-bytes");
+    let log = dir.0.join("access.json");
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let proxy = common::start_proxy(&config(&backend, &log, "json").build());
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let replies_out = |replies: &[HelloReply]| replies.iter().map(framed).sum::<u64>();
+    let mut want: Vec<(&str, u64, u64)> = Vec::new();
+
+    // Unary.
+    let request = HelloRequest { name: "ann".into() };
+    let reply = client
+        .say_hello(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    want.push(("SayHello", framed(&request), framed(&reply)));
+
+    // Server streaming.
+    let request = HelloStreamRequest {
+        name: "bob".into(),
+        count: 3,
+        ..Default::default()
+    };
+    let mut stream = client
+        .say_hello_stream(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replies = Vec::new();
+    while let Some(reply) = stream.message().await.unwrap() {
+        replies.push(reply);
+    }
+    assert_eq!(replies.len(), 3);
+    want.push(("SayHelloStream", framed(&request), replies_out(&replies)));
+
+    // Client streaming and bidirectional.
+    let names = ["cy", "dee", "eve"].map(|n| HelloRequest { name: n.into() });
+    let sent: u64 = names.iter().map(framed).sum();
+    let reply = client
+        .say_hello_client_stream(futures_util::stream::iter(names.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    want.push(("SayHelloClientStream", sent, framed(&reply)));
+    let mut stream = client
+        .say_hello_bidi(futures_util::stream::iter(names.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replies = Vec::new();
+    while let Some(reply) = stream.message().await.unwrap() {
+        replies.push(reply);
+    }
+    want.push(("SayHelloBidi", sent, replies_out(&replies)));
+
+    let lines = read_lines(&log, want.len()).await;
+    for (line, (method, bytes_in, bytes_out)) in lines.iter().zip(&want) {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["grpc_method"], *method, "{line}");
+        assert_eq!(line["bytes_in"].as_u64(), Some(*bytes_in), "{line}");
+        assert_eq!(line["bytes_out"].as_u64(), Some(*bytes_out), "{line}");
+    }
+    proxy.shutdown().await;
+
+    // HTTP/1.1 towards the backend: a POST with a body, a reply with a body.
+    let upstream = common::http::spawn_http1_server(|_request| {
+        http::Response::new("0123456789abcdef".to_string())
+    })
+    .await;
+    let log = dir.0.join("access-http1.json");
+    let config = OneCluster::new(format!("\"{upstream}\""))
+        .log(format!("access_log = \"{}\"", log.display()))
+        .cluster("protocol = \"http1\"")
+        .build();
+    let proxy = common::start_proxy(&config);
+    let request = http::Request::post("/upload")
+        .header("host", "api.test")
+        .body("twelve bytes".to_string())
+        .unwrap();
+    let (head, body) = common::http::http1_request(proxy.addr, request).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(&body[..], b"0123456789abcdef");
+    let lines = read_lines(&log, 1).await;
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["bytes_in"].as_u64(), Some(12), "{line}");
+    assert_eq!(line["bytes_out"].as_u64(), Some(16), "{line}");
+    proxy.shutdown().await;
+}

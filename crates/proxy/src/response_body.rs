@@ -186,6 +186,21 @@ impl Drop for UpstreamBody {
     }
 }
 
+impl Drop for Http1Body {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            // Dropped at its end (an empty body is never polled): the call completed;
+            // else the client went away mid-body.
+            let verdict = if self.inner.is_end_stream() {
+                Verdict::completed(None, self.http_status)
+            } else {
+                Verdict::new(Cause::ClientGone)
+            };
+            end.finish(verdict, self.bytes_out);
+        }
+    }
+}
+
 /// A response streaming from an HTTP/1.1 backend.
 #[derive(Debug)]
 pub(crate) struct Http1Body {
@@ -233,6 +248,13 @@ impl Body for Http1Body {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes_out += data.len() as u64;
+                }
+                // A body of known length ends with its last frame: hyper sees
+                // `is_end_stream` and never polls again, so the call ends here.
+                if this.inner.is_end_stream()
+                    && let Some(end) = this.end.take()
+                {
+                    end.finish(Verdict::completed(None, this.http_status), this.bytes_out);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

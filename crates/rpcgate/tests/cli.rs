@@ -272,6 +272,72 @@ async fn sigusr1_reopens_the_access_log_and_sigusr2_is_ignored() {
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
 }
 
+/// What an operator reads in the log: an upstream failure naming the endpoint and its
+/// cause, the ejection, the endpoint back in rotation once `fail_timeout` passed, and
+/// `max_connections` reached (the extra client closed at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tells_failures_ejections_recoveries_and_refused_connections() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let dead = free_addr();
+    let listen = free_addr();
+    let config = good_config(listen, backend.addr())
+        .replace(
+            &format!("endpoints = [\"{}\"]", backend.addr()),
+            &format!(
+                "endpoints = [\"{}\", \"{dead}\"]\npassive_health = {{ max_fails = 1, fail_timeout = \"1s\" }}",
+                backend.addr()
+            ),
+        )
+        .replace("name = \"edge\"\n", "name = \"edge\"\nmax_connections = 2\n");
+    let path = config_file("operator-log.toml", &config);
+    let mut proxy = spawn(rpcgate().arg("run").arg("-c").arg(&path));
+    for _ in 0..3 {
+        assert_eq!(call_when_up(listen, &mut proxy).await, "Hello Ann from b1");
+    }
+    proxy.until_said("upstream failure: connect to").await;
+    proxy.until_said("passive health: endpoint ejected").await;
+    proxy.until_said("back in rotation").await;
+    let said = proxy.output();
+    let failure = said
+        .lines()
+        .find(|l| l.contains("upstream failure"))
+        .unwrap();
+    assert!(
+        failure.contains(&dead.to_string()) && failure.contains("reason=\"connect_failed\""),
+        "{failure}"
+    );
+    let back = said
+        .lines()
+        .find(|l| l.contains("back in rotation"))
+        .unwrap();
+    assert!(
+        back.contains(&dead.to_string()) && back.contains("WARN"),
+        "{back}"
+    );
+
+    // Hold connections until the proxy closes one at once: max_connections reached.
+    let mut held = Vec::new();
+    let refused = async {
+        loop {
+            let mut conn = tokio::net::TcpStream::connect(listen).await.unwrap();
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::io::AsyncReadExt::read(&mut conn, &mut byte),
+            )
+            .await;
+            if matches!(read, Ok(Ok(0) | Err(_))) {
+                return;
+            }
+            held.push(conn);
+        }
+    };
+    tokio::time::timeout(WAIT, refused).await.unwrap();
+    proxy.until_said("max_connections reached").await;
+    proxy.sigterm();
+    assert_eq!(proxy.exit().await.code(), Some(0), "{}", proxy.output());
+}
+
 /// A backend process hung with SIGSTOP (it holds its connections but answers nothing):
 /// its calls end at the route's deadline, passive health ejects it after that failure,
 /// and every later call goes to the backend that answers.
