@@ -440,3 +440,19 @@ endpoints = ["c:1"]
         ]
     );
 }
+
+#[test]
+fn the_admin_address_cannot_be_a_listeners() {
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:8080\"\n{}",
+        common::minimal_with("", "")
+    );
+    let lines = common::lines(&text);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "t.toml:2:11: admin.address: address 127.0.0.1:8080 is already used by listener"
+        ),
+        "{lines:?}"
+    );
+}

@@ -57,7 +57,8 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate the configuration like `nginx -t`: prints `configuration OK` or every error.
     Check(ConfigArgs),
-    /// Start demo backends and a balancer in-process, send calls, show how they spread.
+    /// Start demo backends and a balancer in-process, send calls, show how they spread and what
+    /// failures do, and print the admin URL (live dashboard); `--serve` keeps it all up.
     Demo(DemoArgs),
     /// Run one demo gRPC backend that tags its replies with its name.
     Backend(BackendArgs),

@@ -118,5 +118,17 @@ impl Validator<'_> {
                 );
             }
         }
+        // The admin API binds too: the same address as a listener would fail at start.
+        if let Some(admin) = &file.admin
+            && let Ok(address) = admin.get_ref().address.get_ref().parse::<SocketAddr>()
+            && address.port() != 0
+            && let Some(listener) = bound.get(&address)
+        {
+            self.err(
+                &admin.get_ref().address.span(),
+                &KeyPath::root("admin").key("address"),
+                format!("address {address} is already used by listener `{listener}`"),
+            );
+        }
     }
 }
