@@ -12,15 +12,15 @@
 # Writes bench/RESULTS.md. See bench/README.md.
 #
 # Usage: bench/run.sh [--quick] [--no-build] [--keep]
-#                     [--proxies "rpcgate nginx haproxy haproxy-1m"]
-#                     (also: rpcgate-admin, rpcgate with [admin], i.e. metrics on)
+#                     [--proxies "rpcgate rpcgate-admin nginx haproxy haproxy-1m"]
+#                     (rpcgate-admin: rpcgate with [admin], i.e. metrics on)
 #                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
 MODE=full
 BUILD=1
 KEEP=0
-PROXIES="rpcgate nginx haproxy haproxy-1m"
+PROXIES="rpcgate rpcgate-admin nginx haproxy haproxy-1m"
 PLAIN=1
 TLS=1
 OUT=""
