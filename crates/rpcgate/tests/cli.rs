@@ -510,6 +510,15 @@ async fn demo_serve_keeps_its_admin_api_up_for_rpcgate_status() {
         .unwrap_or_else(|| panic!("no endpoint down in:\n{shown}"));
     assert!(down.contains("passive health"), "{down}");
 
+    // --watch redraws (every 2 s) until stopped.
+    let watch = spawn(rpcgate().args(["status", "--watch", "--admin", &admin.to_string()]));
+    let started = tokio::time::Instant::now();
+    while watch.output().matches("cluster greeter").count() < 2 {
+        assert!(started.elapsed() < WAIT, "no redraw: {}", watch.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watch.signal("INT");
+
     let unreachable = rpcgate()
         .args(["status", "--admin", &free_addr().to_string()])
         .output()
