@@ -263,11 +263,8 @@ fn counters<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> Result<(), fmt::Error> {
-    let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in samples {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+    family(out, name, help, MetricType::Counter, samples)
 }
 
 fn gauges<L: EncodeLabelSet>(
@@ -276,9 +273,21 @@ fn gauges<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, i64)>,
 ) -> Result<(), fmt::Error> {
-    let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+    family(out, name, help, MetricType::Gauge, samples)
+}
+
+/// One family: its descriptor, then one sample per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), fmt::Error> {
+    let mut family = out.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
