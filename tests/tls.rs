@@ -703,12 +703,17 @@ async fn optional_client_certificates() {
 // ---------------------------------------------------------------------------------------
 
 /// A plaintext gRPC client on the TLS port fails at once, and a TLS client right after is
-/// served.
+/// served; the failed handshakes are counted in the metrics.
 #[tokio::test]
 async fn plaintext_client_on_a_tls_port_fails_fast() {
     let pki = Pki::ecdsa();
     let backend = spawn_backend("b1").await.unwrap();
-    let proxy = tls_proxy(&pki, None, "", &[&backend]);
+    let proxy = start_proxy(
+        &OneCluster::backends(&[&backend])
+            .listener(listener_tls(&pki, None, ""))
+            .admin()
+            .build(),
+    );
 
     let start = Instant::now();
     let attempt = async {
@@ -738,6 +743,15 @@ async fn plaintext_client_on_a_tls_port_fails_fast() {
 
     assert_eq!(tls_ok(&proxy, &pki, None).await, "b1");
     assert_eq!(backend.calls(), 1);
+    let failed = proxy
+        .metric(
+            "rpcgate_tls_handshake_failures_total",
+            &[("listener", "edge")],
+        )
+        .await
+        .unwrap();
+    // tonic may try more than one connection before giving up; the raw one adds one.
+    assert!(failed >= 2.0, "{failed}");
     proxy.shutdown().await;
 }
 

@@ -496,7 +496,9 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: say so, give the system a moment.
-                tracing::warn!(listener = %listener.name, %error, "accept failed");
+                if let Some(failed) = listener.stats.trouble_log.event() {
+                    tracing::warn!(listener = %listener.name, %error, failed, "accept failed ({failed} since the last report)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -529,7 +531,7 @@ async fn accept_loop(
         let idle_timeout = listener.idle_timeout;
         let shutdown = shutdown.clone();
         let tls = listener.tls.clone();
-        let name = listener.name.clone();
+        let stats = listener.stats.clone();
         connections.spawn(async move {
             match tls {
                 None => {
@@ -546,12 +548,11 @@ async fn accept_loop(
                             let ctx = new_ctx(identity);
                             server::serve(tls_stream, ctx, builder, idle_timeout, shutdown).await;
                         }
-                        Ok(Err(error)) => {
-                            tracing::warn!(listener = %name, %peer, %error, "TLS handshake failed; connection closed");
-                        }
-                        Err(_) => {
-                            tracing::warn!(listener = %name, %peer, timeout = ?deadline, "TLS handshake not completed in time; connection closed");
-                        }
+                        Ok(Err(error)) => stats.tls_failed(peer, &error.to_string()),
+                        Err(_) => stats.tls_failed(
+                            peer,
+                            &format!("not completed within handshake_timeout ({deadline:?})"),
+                        ),
                     }
                 }
             }

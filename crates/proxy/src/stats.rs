@@ -232,8 +232,45 @@ impl MethodStats {
     }
 }
 
-/// How often at most a listener logs that it refused connections at `max_connections`.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often at most a listener logs one kind of connection trouble (refusals at
+/// `max_connections`, failed TLS handshakes, failed accepts): a flood of them must not
+/// flood the log.
+const CONNECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// At most one log line per interval, saying how many events it stands for.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    interval: Duration,
+    /// Events since the last line, and when that line was written.
+    state: Mutex<(u64, Option<Instant>)>,
+}
+
+impl LogLimit {
+    /// A limit of one line per `interval`.
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::new((0, None)),
+        }
+    }
+
+    /// Notes one event; `Some(n)` when a line may be written now for the `n` events since
+    /// the last one (this one included).
+    pub(crate) fn event(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 += 1;
+        let now = Instant::now();
+        if state
+            .1
+            .is_some_and(|last| now.duration_since(last) < self.interval)
+        {
+            return None;
+        }
+        let events = state.0;
+        *state = (0, Some(now));
+        Some(events)
+    }
+}
 
 /// One listener's connections.
 #[derive(Debug)]
@@ -245,8 +282,12 @@ pub(crate) struct ListenerStats {
     pub(crate) accepted: AtomicU64,
     /// Connections closed at once because `max_connections` were open.
     pub(crate) refused: AtomicU64,
-    /// Refusals not yet reported in the log, and when the log last spoke.
-    refusal_log: Mutex<(u64, Option<Instant>)>,
+    /// TLS handshakes that failed or did not finish in time.
+    pub(crate) tls_failures: AtomicU64,
+    refusal_log: LogLimit,
+    /// Also used for failed accepts (out of file descriptors and the like).
+    pub(crate) trouble_log: LogLimit,
+    tls_log: LogLimit,
 }
 
 impl ListenerStats {
@@ -256,32 +297,38 @@ impl ListenerStats {
             active: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            refusal_log: Mutex::new((0, None)),
+            tls_failures: AtomicU64::new(0),
+            refusal_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
+            trouble_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
+            tls_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
         }
     }
 
     /// Counts a connection refused at `limit` and logs it at warn, at most once per
-    /// [`REFUSAL_LOG_INTERVAL`] with the number refused since the last line.
+    /// [`CONNECTION_LOG_INTERVAL`] with the number refused since the last line.
     pub(crate) fn refused_at_limit(&self, limit: usize) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        let mut log = self
-            .refusal_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        log.0 += 1;
-        let now = Instant::now();
-        if log
-            .1
-            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL)
-        {
+        if let Some(refused) = self.refusal_log.event() {
             tracing::warn!(
                 listener = %self.name,
                 max_connections = limit,
-                refused = log.0,
-                "max_connections reached: new connections are refused (closed at once) until some close; {} refused since the last report",
-                log.0
+                refused,
+                "max_connections reached: new connections are refused (closed at once) until some close; {refused} refused since the last report"
             );
-            *log = (0, Some(now));
+        }
+    }
+
+    /// Counts a failed TLS handshake and logs it at warn (the peer and why), at most once
+    /// per [`CONNECTION_LOG_INTERVAL`] with the number failed since the last line.
+    pub(crate) fn tls_failed(&self, peer: std::net::SocketAddr, why: &str) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(failed) = self.tls_log.event() {
+            tracing::warn!(
+                listener = %self.name,
+                %peer,
+                failed,
+                "TLS handshake failed: {why}; connection closed ({failed} failed since the last report)"
+            );
         }
     }
 }

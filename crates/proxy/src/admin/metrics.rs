@@ -225,6 +225,17 @@ impl Collector for Scrape {
         )?;
         counters(
             &mut out,
+            "tls_handshake_failures",
+            "TLS handshakes with clients that failed or did not finish within handshake_timeout.",
+            listeners.iter().map(|l| {
+                (
+                    [("listener", l.name.to_string())],
+                    l.tls_failures.load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+        counters(
+            &mut out,
             "config_reloads",
             "Configuration reloads, by result (ok: in use; error: refused, the old one kept).",
             [
