@@ -250,6 +250,10 @@ async fn metrics_count_calls_by_code_endpoint_and_retry() {
     let status = proxy.status().await;
     assert_eq!(status["routes"][0]["name"], "hello");
     assert_eq!(status["routes"][0]["retries"], 1);
+    assert_eq!(
+        proxy.metric("rpcgate_access_log_dropped_total", &[]).await,
+        Some(0.0)
+    );
     proxy.shutdown().await;
 }
 

@@ -258,6 +258,15 @@ impl Collector for Scrape {
                 i64::try_from(generation.number).unwrap_or(i64::MAX),
             )],
         )?;
+        counters(
+            &mut out,
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind (the calls themselves were not affected).",
+            [(
+                Vec::<(&str, String)>::new(),
+                generation.access_log.dropped(),
+            )],
+        )?;
         gauges(
             &mut out,
             "build_info",
