@@ -18,6 +18,9 @@ pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 /// Endpoint id → when its last line was written and the failures not written since.
 static LAST: Mutex<BTreeMap<u64, (Instant, u64)>> = Mutex::new(BTreeMap::new());
 
+/// Entries kept before quiet ones are forgotten (endpoints come and go with discovery).
+const KEEP: usize = 4096;
+
 /// Logs (or counts, when a line about this endpoint was written lately) a failure.
 pub(crate) fn failure(cluster: &str, endpoint: &Endpoint, cause: &Cause) {
     let now = Instant::now();
@@ -30,6 +33,9 @@ pub(crate) fn failure(cluster: &str, endpoint: &Endpoint, cause: &Cause) {
             }
             Some(entry) => std::mem::replace(entry, (now, 0)).1,
             None => {
+                if last.len() >= KEEP {
+                    last.retain(|_, (at, _)| now.duration_since(*at) < INTERVAL);
+                }
                 last.insert(endpoint.id(), (now, 0));
                 0
             }
