@@ -95,7 +95,7 @@ impl BreakerState {
         match self {
             Self::Closed => "closed",
             Self::Open => "open",
-            Self::HalfOpen => "half-open",
+            Self::HalfOpen => "half_open",
         }
     }
 
@@ -543,7 +543,7 @@ mod tests {
             BreakerState::HalfOpen,
         ];
         assert_eq!(all.map(BreakerState::as_gauge), [0, 1, 2]);
-        assert_eq!(all.map(|s| s.to_string()), ["closed", "open", "half-open"]);
+        assert_eq!(all.map(|s| s.to_string()), ["closed", "open", "half_open"]);
         for s in all {
             assert_eq!(BreakerState::from_bits(word(s, 7)), s);
             assert_eq!(generation_of(word(s, 7)), 7);

@@ -450,9 +450,18 @@ fn the_admin_address_cannot_be_a_listeners() {
     let lines = common::lines(&text);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].starts_with(
-            "t.toml:2:11: admin.address: address 127.0.0.1:8080 is already used by listener"
-        ),
+        lines[0].starts_with("t.toml:2:11: admin.address: port 8080 is already taken by listener"),
+        "{lines:?}"
+    );
+    // A wildcard listener takes the port on every address.
+    let wildcard = format!(
+        "[admin]\naddress = \"127.0.0.1:8080\"\n{}",
+        common::MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:8080")
+    );
+    let lines = common::lines(&wildcard);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("port 8080 is already taken by listener"),
         "{lines:?}"
     );
 }

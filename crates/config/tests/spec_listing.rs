@@ -318,7 +318,7 @@ fn route_deny_admin_xds_and_client_error_detail() {
     assert_eq!(
         common::lines(&typo),
         [
-            "t.toml:2:23: log.client_error_detail: unknown value \"verbose\", expected reason or full"
+            "t.toml:2:23: log.client_error_detail: unknown value \"verbose\", expected \"reason\" or \"full\""
         ]
     );
 }

@@ -220,7 +220,11 @@ fn note_route(end: &mut CallEnd, route: &RouteState) {
 /// A connection whose listener the current generation does not have. Defensive only:
 /// `swap_config` refuses a change to the listener set, so this cannot happen today.
 fn no_listener(generation: &Generation, conn: &ConnCtx, grpc: bool) -> Response<ProxyBody> {
-    tracing::warn!(listener = %conn.listener, generation = generation.number, "the listener is not in the current configuration; the call gets no route");
+    tracing::warn!(
+        listener = &*conn.listener,
+        generation = generation.number,
+        "the listener is not in the current configuration; the call gets no route"
+    );
     let verdict = Verdict::new(Cause::NoRoute {
         path: String::from("(listener removed)"),
     });

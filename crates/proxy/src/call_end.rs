@@ -175,7 +175,7 @@ impl CallEnd {
         }
         if verdict.is_error() {
             let code = verdict.code.map_or("-", |c| c.name());
-            tracing::debug!(cause = %verdict.cause, code, fault = ?verdict.fault, "call ended with an error");
+            tracing::debug!(cause = verdict.cause.to_string().as_str(), code, fault = ?verdict.fault, "call ended with an error");
         }
         self.active = None;
     }

@@ -78,16 +78,18 @@ pub(crate) fn client_message(
     }
 }
 
-/// A failed connect by step: the step's own error says what went wrong (a TLS
-/// certificate problem, a refused port), the address is left out.
+/// A failed connect by step, in fixed words: which step failed and what kind of failure
+/// it was (a refused port, a certificate problem), never the error's own text, which can
+/// name hosts, addresses and certificate names of the network behind the proxy.
 fn connect_message(error: &ConnectError, backend: &str) -> String {
     match error {
         ConnectError::Timeout(_) => format!("connect to {backend} timed out"),
-        ConnectError::Io(_, io) => format!("could not connect to {backend}: {io}"),
-        ConnectError::Tls(_, tls) => format!("TLS handshake with {backend} failed: {tls}"),
-        ConnectError::Handshake(_, h2) => {
-            format!("HTTP/2 handshake with {backend} failed: {h2}")
+        ConnectError::Io(_, io) => format!("could not connect to {backend} ({})", io.kind()),
+        ConnectError::Tls(_, tls) if tls.to_ascii_lowercase().contains("certificate") => {
+            format!("TLS handshake with {backend} failed (a certificate was not accepted)")
         }
+        ConnectError::Tls(..) => format!("TLS handshake with {backend} failed"),
+        ConnectError::Handshake(..) => format!("HTTP/2 handshake with {backend} failed"),
     }
 }
 
@@ -99,6 +101,26 @@ mod tests {
     use rpcgate_balance::{Endpoint, EndpointSpec, PassiveHealthPolicy};
 
     use super::*;
+
+    #[test]
+    fn connect_failures_say_the_step_and_kind_in_fixed_words() {
+        let tls = ConnectError::Tls(
+            "10.1.2.3:443".into(),
+            "invalid peer certificate: certificate not valid for name \"pay.internal\"".into(),
+        );
+        let io = ConnectError::Io(
+            "10.1.2.3:443".into(),
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(
+            connect_message(&tls, "a backend of cluster pay"),
+            "TLS handshake with a backend of cluster pay failed (a certificate was not accepted)"
+        );
+        assert_eq!(
+            connect_message(&io, "a backend"),
+            "could not connect to a backend (connection refused)"
+        );
+    }
 
     #[test]
     fn reasons_name_the_cluster_but_never_the_backend() {

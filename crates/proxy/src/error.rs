@@ -18,6 +18,14 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin API's address could not be bound.
+    #[error("admin API (admin.address): cannot bind {address}: {source}")]
+    AdminBind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),

@@ -89,11 +89,22 @@ async fn run(balancer: Arc<Balancer>, settings: ProbeSettings) {
             match (verdict.record(result.is_ok()), result) {
                 (Some(false), Err(reason)) => {
                     endpoint.set_active_healthy(false);
-                    tracing::warn!(cluster = %settings.cluster, endpoint = endpoint.address(), %reason, failed = thresholds.unhealthy, "active health check: endpoint marked unhealthy");
+                    tracing::warn!(
+                        cluster = &*settings.cluster,
+                        endpoint = endpoint.address(),
+                        reason = reason.as_str(),
+                        failed = thresholds.unhealthy,
+                        "active health check: endpoint marked unhealthy"
+                    );
                 }
                 (Some(true), _) => {
                     endpoint.set_active_healthy(true);
-                    tracing::warn!(cluster = %settings.cluster, endpoint = endpoint.address(), passed = thresholds.healthy, "active health check: endpoint healthy again, back in rotation");
+                    tracing::warn!(
+                        cluster = &*settings.cluster,
+                        endpoint = endpoint.address(),
+                        passed = thresholds.healthy,
+                        "active health check: endpoint healthy again, back in rotation"
+                    );
                 }
                 (Some(false), Ok(())) | (None, _) => {}
             }

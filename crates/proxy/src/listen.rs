@@ -158,8 +158,7 @@ fn prepare(config: &Config, runtime: &Handle) -> Result<Prepared, StartError> {
     let stats = Arc::new(Stats::new(config.admin.is_some()));
     let generation = Generation::build(config, None, runtime, &stats)?;
     let admin = match &config.admin {
-        Some(admin) => Some(bind(admin.address).map_err(|source| StartError::Bind {
-            name: "admin".into(),
+        Some(admin) => Some(bind(admin.address).map_err(|source| StartError::AdminBind {
             address: admin.address,
             source,
         })?),
@@ -447,7 +446,7 @@ async fn run_worker(
         let socket = match listener.socket.try_clone().and_then(TcpListener::from_std) {
             Ok(socket) => socket,
             Err(error) => {
-                tracing::error!(listener = %listener.name, %error, "worker cannot use the listener");
+                tracing::error!(listener = &*listener.name, %error, "worker cannot use the listener");
                 continue;
             }
         };
@@ -497,7 +496,7 @@ async fn accept_loop(
             Err(error) => {
                 // Out of file descriptors and the like: say so, give the system a moment.
                 if let Some(failed) = listener.stats.trouble_log.event() {
-                    tracing::warn!(listener = %listener.name, %error, failed, "accept failed ({failed} since the last report)");
+                    tracing::warn!(listener = &*listener.name, %error, failed, "accept failed ({failed} since the last report)");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

@@ -49,7 +49,7 @@ fn look(view: &View, ejected: &mut HashMap<u64, u64>) {
                 still.insert(id, endpoint.ejections());
             } else if ejected.contains_key(&id) {
                 tracing::warn!(
-                    cluster = %cluster.name,
+                    cluster = &*cluster.name,
                     endpoint = endpoint.address(),
                     ejections = endpoint.ejections(),
                     failures = endpoint.failures(),

@@ -310,7 +310,7 @@ impl ListenerStats {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(refused) = self.refusal_log.event() {
             tracing::warn!(
-                listener = %self.name,
+                listener = &*self.name,
                 max_connections = limit,
                 refused,
                 "max_connections reached: new connections are refused (closed at once) until some close; {refused} refused since the last report"
@@ -324,7 +324,7 @@ impl ListenerStats {
         self.tls_failures.fetch_add(1, Ordering::Relaxed);
         if let Some(failed) = self.tls_log.event() {
             tracing::warn!(
-                listener = %self.name,
+                listener = &*self.name,
                 %peer,
                 failed,
                 "TLS handshake failed: {why}; connection closed ({failed} failed since the last report)"
@@ -365,7 +365,7 @@ impl ClusterStats {
             (BreakerState::HalfOpen, _) => "a trial call failed".to_owned(),
         };
         tracing::warn!(
-            cluster = %self.name,
+            cluster = &*self.name,
             from = %t.from,
             to = %t.to,
             requests = t.requests,

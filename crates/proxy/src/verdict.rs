@@ -661,7 +661,7 @@ impl Verdict {
                     tracing::warn!(
                         cluster,
                         endpoint = endpoint.address(),
-                        cause = %self.cause,
+                        cause = self.cause.to_string().as_str(),
                         max_fails = policy.max_fails,
                         fail_timeout = ?policy.fail_timeout,
                         "passive health: endpoint ejected for {:?} after {} failure(s) within {:?}",

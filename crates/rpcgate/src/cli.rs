@@ -72,7 +72,7 @@ pub enum Command {
 /// `rpcgate status` options.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The admin API's address (`[admin] address` in the config).
+    /// The admin API's address as IP:PORT (`[admin] address` in the config).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// Redraw every two seconds until Ctrl-C.

@@ -28,6 +28,13 @@ use crate::cli::DemoArgs;
 
 /// Runs the demo; exit 0 when every call that should succeed did.
 pub fn main(args: DemoArgs, log_level: Option<&str>) -> ExitCode {
+    if args.listen == args.admin && args.listen.port() != 0 {
+        eprintln!(
+            "rpcgate demo: --listen and --admin are both {}: give the admin API another port",
+            args.listen
+        );
+        return ExitCode::from(2);
+    }
     crate::init_tracing(log_level, "warn");
     let runtime = match crate::runtime(true) {
         Ok(runtime) => runtime,
@@ -360,10 +367,15 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     resilience(&channel).await?;
 
-    println!(
-        "\nDashboard: http://{admin}/   metrics: http://{admin}/metrics   rpcgate status --admin {admin}"
-    );
     if args.serve {
+        println!(
+            "\nDashboard: http://{admin}/   metrics: http://{admin}/metrics   rpcgate status --admin {admin}"
+        );
+        if backends.len() < count {
+            println!(
+                "The killed backend stays down (its port refuses connections): passive health takes it out of\nrotation each time a call fails on it, so it shows as down once calls reach it."
+            );
+        }
         println!("\nServing on {address} until Ctrl-C or SIGTERM. Try:");
         if tls.is_none() {
             println!(
@@ -375,6 +387,10 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         }
         println!("  rpcgate status --admin {admin} --watch");
         stopped().await;
+    } else {
+        println!(
+            "\nThe admin API (dashboard, /metrics, /status) ended with the demo: `rpcgate demo --serve` keeps it up."
+        );
     }
     shutdown(proxy).await;
     if ok == calls {

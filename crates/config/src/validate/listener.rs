@@ -119,15 +119,23 @@ impl Validator<'_> {
             }
         }
         // The admin API binds too: the same address as a listener would fail at start.
+        // A wildcard address (0.0.0.0, [::]) takes its port on every address.
+        let overlaps = |a: &SocketAddr, b: &SocketAddr| {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
         if let Some(admin) = &file.admin
             && let Ok(address) = admin.get_ref().address.get_ref().parse::<SocketAddr>()
             && address.port() != 0
-            && let Some(listener) = bound.get(&address)
+            && let Some((taken, listener)) = bound.iter().find(|(l, _)| overlaps(l, &address))
         {
             self.err(
                 &admin.get_ref().address.span(),
                 &KeyPath::root("admin").key("address"),
-                format!("address {address} is already used by listener `{listener}`"),
+                format!(
+                    "port {} is already taken by listener `{listener}` ({taken}); give the admin API another port",
+                    address.port()
+                ),
             );
         }
     }

@@ -108,7 +108,7 @@ impl Validator<'_> {
                     self.err(
                         &d.span(),
                         &key.key("client_error_detail"),
-                        format!("unknown value {other:?}, expected reason or full"),
+                        format!("unknown value {other:?}, expected \"reason\" or \"full\""),
                     );
                     defaults::CLIENT_ERROR_DETAIL
                 }

@@ -204,7 +204,7 @@ impl Collector for Scrape {
         counters(
             &mut out,
             "connections",
-            "Client connections accepted.",
+            "Client connections accepted (those refused at max_connections not included).",
             listeners.iter().map(|l| {
                 (
                     [("listener", l.name.to_string())],

@@ -87,11 +87,8 @@ pub(crate) fn serve(
         .local_addr()
         .map_err(|source| bind_error(&socket, source))?;
     let _entered = runtime.enter();
-    let listener = TcpListener::from_std(socket).map_err(|source| StartError::Bind {
-        name: "admin".into(),
-        address,
-        source,
-    })?;
+    let listener = TcpListener::from_std(socket)
+        .map_err(|source| StartError::AdminBind { address, source })?;
     tracing::info!(%address, "admin API listening: dashboard at http://{address}/");
     runtime.spawn(async move {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -121,8 +118,7 @@ pub(crate) fn serve(
 }
 
 fn bind_error(socket: &std::net::TcpListener, source: std::io::Error) -> StartError {
-    StartError::Bind {
-        name: "admin".into(),
+    StartError::AdminBind {
         address: socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),

@@ -115,7 +115,7 @@ fn cluster(view: &View, cluster: &ClusterState, recent: &Recent) -> Value {
     let mut value = json!({
         "name": &*cluster.name,
         "lb": lb_name(&cluster.config().lb),
-        "circuit": breaker.map_or("off", |b| circuit_name(b.state)),
+        "circuit": breaker.map_or("off", |b| b.state.as_str()),
         "in_flight": in_flight,
         "error_ratio": if rates.calls_per_s > 0.0 { round(rates.errors_per_s / rates.calls_per_s) } else { 0.0 },
         "history": { "interval_s": 1, "calls_per_s": calls, "errors_per_s": errors },
@@ -156,15 +156,6 @@ fn down_reason(
         reasons.push("active health check failing".to_owned());
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
-}
-
-/// A breaker state as `/status` and the metrics' `to` label spell it.
-fn circuit_name(state: rpcgate_balance::BreakerState) -> &'static str {
-    match state {
-        rpcgate_balance::BreakerState::Closed => "closed",
-        rpcgate_balance::BreakerState::Open => "open",
-        rpcgate_balance::BreakerState::HalfOpen => "half_open",
-    }
 }
 
 /// The `lb` value as the file spells it.

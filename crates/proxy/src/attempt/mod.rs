@@ -67,9 +67,15 @@ impl Target<'_> {
         })?;
         let was_in_panic = self.cluster.in_panic.swap(pick.panic, Ordering::Relaxed);
         if pick.panic && !was_in_panic {
-            tracing::warn!(cluster = %self.cluster.name, "every endpoint is unhealthy: panic mode, spreading calls over all of them");
+            tracing::warn!(
+                cluster = &*self.cluster.name,
+                "every endpoint is unhealthy: panic mode, spreading calls over all of them"
+            );
         } else if !pick.panic && was_in_panic {
-            tracing::info!(cluster = %self.cluster.name, "healthy endpoints again: panic mode over");
+            tracing::info!(
+                cluster = &*self.cluster.name,
+                "healthy endpoints again: panic mode over"
+            );
         }
         Some(pick)
     }
@@ -228,7 +234,12 @@ pub(crate) async fn run(
         let verdict = Verdict::new(cause);
         verdict.settle(guard, &target.cluster.name);
         if verdict.transparent_retry() {
-            tracing::debug!(cluster = %target.cluster.name, endpoint = endpoint.address(), reason = %verdict.cause, "attempt never reached the backend");
+            tracing::debug!(
+                cluster = &*target.cluster.name,
+                endpoint = endpoint.address(),
+                reason = verdict.cause.to_string().as_str(),
+                "attempt never reached the backend"
+            );
             tried.push(endpoint.id());
             if verdict.is_connect_failure() {
                 connect_failed.push(endpoint.id());
