@@ -223,8 +223,17 @@ async fn metrics_count_calls_by_code_endpoint_and_retry() {
         Some(0.0)
     );
     assert_eq!(proxy.swap(&config), 2);
-    let renamed = config.replace("name = \"edge\"", "name = \"other\"");
-    let parsed = rpcgate_config::parse(&renamed, "t.toml").unwrap();
+    // A listener address that is taken (by a backend) cannot be bound: refused.
+    let taken = config.replace(
+        "address = \"127.0.0.1:0\"\n\n",
+        &format!("address = \"{}\"\n\n", b1.addr()),
+    );
+    let taken = taken.replacen(
+        "name = \"edge\"\naddress = \"127.0.0.1:0\"",
+        &format!("name = \"edge\"\naddress = \"{}\"", b1.addr()),
+        1,
+    );
+    let parsed = rpcgate_config::parse(&taken, "t.toml").unwrap();
     assert!(proxy.handle.as_ref().unwrap().swap_config(&parsed).is_err());
     assert_eq!(
         proxy

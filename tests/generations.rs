@@ -184,24 +184,80 @@ async fn a_cluster_whose_endpoints_change_keeps_the_endpoints_that_stay() {
     proxy.shutdown().await;
 }
 
+/// Calls through a fresh connection to `addr`.
+async fn hello_at(addr: SocketAddr) -> Result<String, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = GreeterClient::new(channel)
+        .say_hello(hello("a"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(served_by(reply.metadata()))
+}
+
+/// A swap adds a listener (it serves at once), re-binds a changed one on the same socket
+/// (its old connections are told to go away, the port never closes), and removes one
+/// (its port stops accepting).
 #[tokio::test]
-async fn a_swap_cannot_add_or_remove_listeners() {
+async fn a_swap_adds_rebinds_and_removes_listeners() {
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let one = format!("endpoints = [\"{}\"]", backend.addr());
-    let config = two_clusters("one", &one, &one);
-    let proxy = common::start_proxy(&config);
-    let renamed = config.replace("name = \"edge\"", "name = \"public\"");
-    let parsed = rpcgate_config::parse(&renamed, "test.toml").unwrap();
-    let error = proxy
-        .handle
-        .as_ref()
+    let base = two_clusters("one", &one, &one);
+    let proxy = common::start_proxy(&base);
+    let handle = proxy.handle.as_ref().unwrap();
+    let edge = handle.listener_addr("edge").unwrap();
+    // Fixed ports, so the re-bind keeps the address: take free ones from the OS.
+    let extra_addr = TcpListener::bind("127.0.0.1:0")
+        .await
         .unwrap()
-        .swap_config(&parsed)
-        .unwrap_err();
-    assert!(error.to_string().contains("needs a restart"), "{error}");
-    // Nothing changed: still generation 1, still serving.
-    assert_eq!(proxy.handle.as_ref().unwrap().generation(), 1);
-    let mut client = GreeterClient::new(proxy.channel().await);
-    bounded(client.say_hello(hello("a"))).await.unwrap();
+        .local_addr()
+        .unwrap();
+    let with_extra = format!(
+        "{base}[[listeners]]\nname = \"extra\"\naddress = \"{extra_addr}\"\n[[listeners.routes]]\ncluster = \"two\"\n"
+    );
+    assert_eq!(proxy.swap(&with_extra), 2);
+    assert_eq!(handle.listener_addr("extra"), Some(extra_addr));
+    assert_eq!(bounded(hello_at(extra_addr)).await.unwrap(), "b1");
+    // The unchanged listener kept its socket and its connections.
+    assert_eq!(handle.listener_addr("edge"), Some(edge));
+    let kept = proxy.channel().await;
+    bounded(GreeterClient::new(kept.clone()).say_hello(hello("k")))
+        .await
+        .unwrap();
+
+    // Re-bind "extra" with other settings: same address, still serving.
+    let changed = with_extra.replace(
+        &format!("address = \"{extra_addr}\"\n"),
+        &format!("address = \"{extra_addr}\"\nmax_concurrent_streams = 7\n"),
+    );
+    assert_eq!(proxy.swap(&changed), 3);
+    assert_eq!(bounded(hello_at(extra_addr)).await.unwrap(), "b1");
+
+    // Remove it: its port stops accepting; "edge" goes on, on the same connection.
+    assert_eq!(proxy.swap(&base), 4);
+    assert_eq!(handle.listener_addr("extra"), None);
+    bounded(async {
+        while tokio::net::TcpStream::connect(extra_addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    bounded(GreeterClient::new(kept).say_hello(hello("k")))
+        .await
+        .unwrap();
+
+    // A listener whose address cannot be bound: the swap is refused, nothing changes.
+    let taken = base.replace(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"{}\"", backend.addr()),
+    );
+    let parsed = rpcgate_config::parse(&taken, "test.toml").unwrap();
+    let error = handle.swap_config(&parsed).unwrap_err();
+    assert!(error.to_string().contains("cannot bind"), "{error}");
+    assert_eq!(handle.generation(), 4);
+    assert_eq!(handle.listener_addr("edge"), Some(edge));
     proxy.shutdown().await;
 }

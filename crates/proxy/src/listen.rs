@@ -16,25 +16,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use rpcgate_config::Config;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, oneshot, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::ConnCtx;
 use crate::error::StartError;
+use crate::listeners::{self, BoundListener, ListenerSet};
+use crate::reload::{Core, ReloadError};
+use crate::server;
 use crate::state::{Generation, Generations};
 use crate::stats::{ListenerStats, Stats};
 use crate::upstream::Upstreams;
-use crate::{admin, observer};
-use crate::{server, tls};
-
-/// Pending connections the kernel queues per listener.
-const BACKLOG: i32 = 1024;
+use crate::{admin, observer, tls};
 
 /// The proxy: entry point of the request path.
 #[derive(Debug)]
@@ -46,13 +43,12 @@ impl Proxy {
     pub fn start(config: &Config) -> Result<ProxyHandle, StartError> {
         let control = Control::own_thread()?;
         let prepared = prepare(config, &control.runtime)?;
-        let (bound, generations) = (prepared.bound.clone(), prepared.generations.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();
         let drain_timeout = config.server.drain_timeout;
         for index in 0..config.server.workers.max(1) {
-            let generations = generations.clone();
-            let bound = bound.clone();
+            let generations = prepared.core.generations.clone();
+            let listeners = prepared.core.listeners.subscribe();
             let shutdown = shutdown_rx.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -61,7 +57,7 @@ impl Proxy {
             let thread = std::thread::Builder::new()
                 .name(format!("rpcgate-worker-{index}"))
                 .spawn(move || {
-                    runtime.block_on(run_worker(generations, bound, shutdown, drain_timeout));
+                    runtime.block_on(run_worker(generations, listeners, shutdown, drain_timeout));
                 })
                 .map_err(StartError::Worker)?;
             threads.push(thread);
@@ -81,8 +77,8 @@ impl Proxy {
         let prepared = prepare(config, &control.runtime)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run_worker(
-            prepared.generations.clone(),
-            prepared.bound.clone(),
+            prepared.core.generations.clone(),
+            prepared.core.listeners.subscribe(),
             shutdown_rx,
             config.server.drain_timeout,
         ));
@@ -144,12 +140,10 @@ impl Control {
     }
 }
 
-/// What [`prepare`] made: the bound listeners, the first generation, the counters, and
-/// the admin API's socket when `[admin]` asks for one.
+/// What [`prepare`] made: the swappable state (first generation, listeners, counters)
+/// and the admin API's socket when `[admin]` asks for one.
 struct Prepared {
-    bound: Arc<Vec<BoundListener>>,
-    generations: Arc<Generations>,
-    stats: Arc<Stats>,
+    core: Arc<Core>,
     admin: Option<std::net::TcpListener>,
 }
 
@@ -158,48 +152,19 @@ fn prepare(config: &Config, runtime: &Handle) -> Result<Prepared, StartError> {
     let stats = Arc::new(Stats::new(config.admin.is_some()));
     let generation = Generation::build(config, None, runtime, &stats)?;
     let admin = match &config.admin {
-        Some(admin) => Some(bind(admin.address).map_err(|source| StartError::AdminBind {
-            address: admin.address,
-            source,
-        })?),
+        Some(admin) => {
+            Some(
+                listeners::bind(admin.address).map_err(|source| StartError::AdminBind {
+                    address: admin.address,
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
-    let mut bound = Vec::new();
-    for listener in &config.listeners {
-        let socket = bind(listener.address).map_err(|source| StartError::Bind {
-            name: listener.name.clone(),
-            address: listener.address,
-            source,
-        })?;
-        let address = socket.local_addr().map_err(|source| StartError::Bind {
-            name: listener.name.clone(),
-            address: listener.address,
-            source,
-        })?;
-        bound.push(BoundListener {
-            name: listener.name.as_str().into(),
-            address,
-            socket,
-            limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
-            max_connections: listener.max_connections.max(1),
-            stats: stats.listener(&listener.name),
-            builder: Arc::new(server::builder(listener)),
-            idle_timeout: listener.idle_timeout,
-            tls: match &listener.tls {
-                Some(tls) => Some((
-                    TlsAcceptor::from(tls::server_config(tls).map_err(|e| {
-                        StartError::Tls(format!("listener {}: {e}", listener.name))
-                    })?),
-                    tls.handshake_timeout,
-                )),
-                None => None,
-            },
-        });
-    }
+    let set = listeners::bind_set(config, &[], &stats)?;
     Ok(Prepared {
-        bound: Arc::new(bound),
-        generations: Arc::new(Generations::from_pointee(generation)),
-        stats,
+        core: Arc::new(Core::new(config, generation, set, stats, runtime.clone())),
         admin,
     })
 }
@@ -216,9 +181,7 @@ enum Workers {
 /// A running proxy.
 #[derive(Debug)]
 pub struct ProxyHandle {
-    addresses: Vec<(String, SocketAddr)>,
-    generations: Arc<Generations>,
-    stats: Arc<Stats>,
+    core: Arc<Core>,
     /// False once shutdown began (`/ready` answers 503).
     ready: Arc<AtomicBool>,
     /// The admin API's bound address, when it runs.
@@ -238,27 +201,8 @@ impl ProxyHandle {
         workers: Workers,
         control: Control,
     ) -> Result<Self, StartError> {
-        let addresses: Vec<(String, SocketAddr)> = prepared
-            .bound
-            .iter()
-            .map(|b| (b.name.to_string(), b.address))
-            .collect();
         let ready = Arc::new(AtomicBool::new(true));
-        let listeners = prepared
-            .bound
-            .iter()
-            .map(|b| admin::ListenerInfo {
-                name: b.name.clone(),
-                address: b.address,
-                tls: b.tls.is_some(),
-            })
-            .collect();
-        let view = Arc::new(admin::View::new(
-            prepared.generations.clone(),
-            prepared.stats.clone(),
-            listeners,
-            ready.clone(),
-        ));
+        let view = Arc::new(admin::View::new(prepared.core.clone(), ready.clone()));
         let (drained, drained_rx) = watch::channel(false);
         observer::spawn(&control.runtime, view.clone(), drained_rx.clone());
         let admin = match prepared.admin {
@@ -266,9 +210,7 @@ impl ProxyHandle {
             None => None,
         };
         Ok(Self {
-            addresses,
-            generations: prepared.generations,
-            stats: prepared.stats,
+            core: prepared.core,
             ready,
             admin,
             shutdown,
@@ -285,58 +227,53 @@ impl ProxyHandle {
 
     /// The bound address of a listener (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addresses
+        self.core
+            .listeners
+            .borrow()
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .find(|l| &*l.name == name)
+            .map(|l| l.address)
     }
 
-    /// Every listener's name and bound address, in config order.
-    pub fn addresses(&self) -> &[(String, SocketAddr)] {
-        &self.addresses
+    /// Every listener's name and bound address, in config order (as of now: reloads
+    /// add, remove and re-bind listeners).
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.core
+            .listeners
+            .borrow()
+            .iter()
+            .map(|l| (l.name.to_string(), l.address))
+            .collect()
     }
 
     /// The number of the generation new calls use (1 at start, +1 per swap).
     pub fn generation(&self) -> u64 {
-        self.generations.load().number
+        self.core.generations.load().number
     }
 
-    /// Makes `config` the one new calls follow, and returns its generation number.
+    /// Makes `config` the one new connections and calls follow, and returns its
+    /// generation number.
     ///
     /// Calls in flight finish on the generation they started with. Clusters that did not
     /// change keep their balancer, endpoint state (health, counters, latency) and pooled
     /// connections; clusters whose endpoints changed keep the state of the endpoints that
-    /// stay (see `state.rs`). The listener set must stay the same (same names): sockets
-    /// are bound once, and each listener's socket-level settings (address, limits, TLS)
-    /// are those it started with. On error nothing changes.
+    /// stay (see `state.rs`). Listeners are added, removed or re-bound: one whose settings
+    /// did not change keeps its connections; one that changed keeps its socket (when its
+    /// address did not change) and its old connections close gracefully (see
+    /// `listeners.rs`). On error nothing changes.
     pub fn swap_config(&self, config: &Config) -> Result<u64, StartError> {
-        let current = self.generations.load_full();
-        let bound: Vec<&str> = self.addresses.iter().map(|(n, _)| n.as_str()).collect();
-        let wanted: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-        let built = if bound == wanted {
-            Generation::build(config, Some(&current), &self.control.runtime, &self.stats)
-        } else {
-            Err(StartError::ListenersChanged(format!(
-                "the listeners would change from {bound:?} to {wanted:?}; adding, removing or renaming listeners needs a restart"
-            )))
-        };
-        let next = match built {
-            Ok(next) => next,
-            Err(error) => {
-                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                return Err(error);
-            }
-        };
-        let number = next.number;
-        self.generations.store(Arc::new(next));
-        self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(generation = number, "new configuration generation in use");
-        Ok(number)
+        self.core.swap(config)
+    }
+
+    /// Re-reads the configuration file the proxy was started from (SIGHUP) and swaps it
+    /// in; an invalid file or one that cannot be put in place changes nothing.
+    pub fn reload(&self) -> Result<u64, ReloadError> {
+        self.core.reload()
     }
 
     /// Reopens the access-log file (SIGUSR1 after a rotation moved it away).
     pub fn reopen_access_log(&self) {
-        self.generations.load().access_log.reopen();
+        self.core.generations.load().access_log.reopen();
     }
 
     /// Stops accepting, closes every client connection gracefully, lets calls in flight
@@ -344,6 +281,7 @@ impl ProxyHandle {
     pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
+        self.core.retire_all();
         match self.workers.take() {
             Some(Workers::Threads(threads)) => {
                 let _ = tokio::task::spawn_blocking(move || {
@@ -368,6 +306,7 @@ impl ProxyHandle {
     pub fn shutdown_blocking(mut self) {
         self.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
+        self.core.retire_all();
         if let Some(Workers::Threads(threads)) = self.workers.take() {
             for thread in threads {
                 let _ = thread.join();
@@ -381,27 +320,12 @@ impl ProxyHandle {
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.core.retire_all();
         let _ = self.drained.send(true);
         if let Some((_, stop)) = self.control.thread.take() {
             let _ = stop.send(());
         }
     }
-}
-
-/// A bound listener and what its connections share.
-struct BoundListener {
-    name: Arc<str>,
-    address: SocketAddr,
-    socket: std::net::TcpListener,
-    limit: Arc<Semaphore>,
-    /// `max_connections`, for the log line when it is reached.
-    max_connections: usize,
-    /// Connections accepted, open and refused.
-    stats: Arc<ListenerStats>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    idle_timeout: Duration,
-    /// The TLS acceptor and handshake deadline of a TLS listener.
-    tls: Option<(TlsAcceptor, Duration)>,
 }
 
 /// Counts a client connection as open until dropped.
@@ -420,53 +344,59 @@ impl Drop for OpenConnection {
     }
 }
 
-fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
-}
-
+/// One worker: accepts on every listener of the current set (starting and stopping
+/// accept loops as reloads change the set) until shutdown, then drains its connections.
 async fn run_worker(
     generations: Arc<Generations>,
-    bound: Arc<Vec<BoundListener>>,
+    mut listeners: watch::Receiver<Arc<ListenerSet>>,
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
     let upstreams = Arc::new(Upstreams::default());
     let connections = TaskTracker::new();
-    let mut accept_loops = Vec::new();
-    for (index, listener) in bound.iter().enumerate() {
-        let socket = match listener.socket.try_clone().and_then(TcpListener::from_std) {
-            Ok(socket) => socket,
+    let mut accepting: Vec<(Arc<BoundListener>, JoinHandle<()>)> = Vec::new();
+    let accept_on = |listener: &Arc<BoundListener>| -> Option<JoinHandle<()>> {
+        match listener.socket.try_clone().and_then(TcpListener::from_std) {
+            Ok(socket) => Some(tokio::spawn(accept_loop(
+                socket,
+                listener.clone(),
+                generations.clone(),
+                upstreams.clone(),
+                connections.clone(),
+            ))),
             Err(error) => {
                 tracing::error!(listener = &*listener.name, %error, "worker cannot use the listener");
-                continue;
+                None
             }
-        };
-        accept_loops.push(tokio::spawn(accept_loop(
-            socket,
-            index,
-            bound.clone(),
-            generations.clone(),
-            upstreams.clone(),
-            connections.clone(),
-            shutdown.clone(),
-        )));
-    }
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
+        }
+    };
+    loop {
+        // Accept on what the set has now; stop on what it no longer has.
+        let set = listeners.borrow_and_update().clone();
+        accepting.retain(|(listener, task)| {
+            let kept = set.iter().any(|l| Arc::ptr_eq(l, listener));
+            if !kept {
+                task.abort();
+            }
+            kept
+        });
+        for listener in set.iter() {
+            if !accepting.iter().any(|(l, _)| Arc::ptr_eq(l, listener))
+                && let Some(task) = accept_on(listener)
+            {
+                accepting.push((listener.clone(), task));
+            }
+        }
+        if *shutdown.borrow() {
             break;
         }
+        tokio::select! {
+            changed = listeners.changed() => if changed.is_err() { break },
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+        }
     }
-    for accept in accept_loops {
-        accept.abort();
+    for (_, task) in accepting {
+        task.abort();
     }
     connections.close();
     if tokio::time::timeout(drain_timeout, connections.wait())
@@ -482,14 +412,11 @@ async fn run_worker(
 
 async fn accept_loop(
     socket: TcpListener,
-    index: usize,
-    bound: Arc<Vec<BoundListener>>,
+    listener: Arc<BoundListener>,
     generations: Arc<Generations>,
     upstreams: Arc<Upstreams>,
     connections: TaskTracker,
-    shutdown: watch::Receiver<bool>,
 ) {
-    let listener = &bound[index];
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -526,29 +453,28 @@ async fn accept_loop(
                 ))
             }
         };
-        let builder = listener.builder.clone();
-        let idle_timeout = listener.idle_timeout;
-        let shutdown = shutdown.clone();
-        let tls = listener.tls.clone();
-        let stats = listener.stats.clone();
+        let listener = listener.clone();
         connections.spawn(async move {
-            match tls {
+            let builder = listener.builder.clone();
+            let idle_timeout = listener.idle_timeout;
+            let retired = listener.retire.subscribe();
+            match &listener.tls {
                 None => {
                     let ctx = new_ctx(None);
-                    server::serve(stream, ctx, builder, idle_timeout, shutdown).await;
+                    server::serve(stream, ctx, builder, idle_timeout, retired).await;
                 }
                 Some((acceptor, deadline)) => {
                     // A total deadline: a client that stalls mid-handshake cannot hold
                     // the connection (and its max_connections slot).
-                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(*deadline, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let identity =
                                 tls::client_identity(tls_stream.get_ref().1.peer_certificates());
                             let ctx = new_ctx(identity);
-                            server::serve(tls_stream, ctx, builder, idle_timeout, shutdown).await;
+                            server::serve(tls_stream, ctx, builder, idle_timeout, retired).await;
                         }
-                        Ok(Err(error)) => stats.tls_failed(peer, &error.to_string()),
-                        Err(_) => stats.tls_failed(
+                        Ok(Err(error)) => listener.stats.tls_failed(peer, &error.to_string()),
+                        Err(_) => listener.stats.tls_failed(
                             peer,
                             &format!("not completed within handshake_timeout ({deadline:?})"),
                         ),

@@ -44,10 +44,10 @@ pub fn main(args: ConfigArgs, log_level: Option<&str>) -> ExitCode {
 }
 
 /// Waits for SIGTERM, SIGINT or SIGQUIT and names the one that came. The other signals an
-/// operator sends must not kill the proxy, whose default action it would be: SIGUSR1
-/// reopens the access-log file (log rotation, as NGINX), SIGUSR2 is logged and ignored,
-/// and SIGHUP (NGINX's reload signal) is logged and the running configuration stays until
-/// reloads are built.
+/// operator sends must not kill the proxy, whose default action it would be: SIGHUP
+/// reloads the configuration file (as NGINX's `-s reload`; an invalid file is logged and
+/// the running configuration stays), SIGUSR1 reopens the access-log file (log rotation,
+/// as NGINX's `-s reopen`), SIGUSR2 is logged and ignored.
 async fn wait_for_stop_signal(proxy: &ProxyHandle) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
@@ -67,7 +67,17 @@ async fn wait_for_stop_signal(proxy: &ProxyHandle) -> &'static str {
             _ = int.recv() => return "SIGINT",
             _ = quit.recv() => return "SIGQUIT",
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: configuration reload is not implemented yet; the running configuration stays");
+                tracing::info!("SIGHUP: reloading the configuration");
+                // Blocking (files, sockets) is fine here: this runtime only waits for signals;
+                // the workers and the admin API run on threads of their own.
+                match proxy.reload() {
+                    Ok(generation) => tracing::info!(generation, "SIGHUP: configuration reloaded"),
+                    Err(error) => {
+                        for line in error.to_string().lines() {
+                            tracing::error!("SIGHUP: reload refused, the running configuration stays: {line}");
+                        }
+                    }
+                }
             }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: reopening the access log");

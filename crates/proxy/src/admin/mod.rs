@@ -31,26 +31,20 @@ use tokio::time::Instant;
 pub(crate) use history::History;
 
 use crate::error::StartError;
+use crate::reload::{Core, ReloadError};
 use crate::state::Generations;
 use crate::stats::Stats;
 
 /// The dashboard: one self-contained page that polls `/status`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// A bound listener as `/status` shows it.
-#[derive(Debug, Clone)]
-pub(crate) struct ListenerInfo {
-    pub(crate) name: Arc<str>,
-    pub(crate) address: SocketAddr,
-    pub(crate) tls: bool,
-}
-
-/// What the admin API reads: the live generation, the counters, and the history.
+/// What the admin API reads: the live generation and listeners, the counters, and the
+/// history; and what `POST /reload` swaps.
 #[derive(Debug)]
 pub(crate) struct View {
+    pub(crate) core: Arc<Core>,
     pub(crate) generations: Arc<Generations>,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) listeners: Vec<ListenerInfo>,
     /// False once shutdown began.
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) started: Instant,
@@ -59,16 +53,11 @@ pub(crate) struct View {
 
 impl View {
     /// A view of a proxy that has just started.
-    pub(crate) fn new(
-        generations: Arc<Generations>,
-        stats: Arc<Stats>,
-        listeners: Vec<ListenerInfo>,
-        ready: Arc<AtomicBool>,
-    ) -> Self {
+    pub(crate) fn new(core: Arc<Core>, ready: Arc<AtomicBool>) -> Self {
         Self {
-            generations,
-            stats,
-            listeners,
+            generations: core.generations.clone(),
+            stats: core.stats.clone(),
+            core,
             ready,
             started: Instant::now(),
             history: History::default(),
@@ -106,7 +95,7 @@ pub(crate) fn serve(
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let view = view.clone();
-                    async move { Ok::<_, Infallible>(answer(&view, &request)) }
+                    async move { Ok::<_, Infallible>(answer(&view, &request).await) }
                 });
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -127,7 +116,10 @@ fn bind_error(socket: &std::net::TcpListener, source: std::io::Error) -> StartEr
 }
 
 /// The answer to one admin request.
-fn answer(view: &Arc<View>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(view: &Arc<View>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/reload" {
+        return reload(view, request.method()).await;
+    }
     let get = request.method() == Method::GET || request.method() == Method::HEAD;
     match (request.uri().path(), get) {
         ("/healthz", true) => text(StatusCode::OK, "ok\n"),
@@ -155,8 +147,52 @@ fn answer(view: &Arc<View>, request: &Request<Incoming>) -> Response<Full<Bytes>
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; the admin API serves / /status /metrics /healthz /ready\n",
+            "not found; the admin API serves / /status /metrics /healthz /ready, and POST /reload\n",
         ),
+    }
+}
+
+/// `POST /reload`: re-read the configuration file and swap it in; 200 with the new
+/// generation as JSON, or 400 with the errors (the running configuration stays).
+async fn reload(view: &Arc<View>, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let core = view.core.clone();
+    // Reading files, binding sockets and building TLS configs block: not on the runtime.
+    let result = tokio::task::spawn_blocking(move || core.reload()).await;
+    match result {
+        Ok(Ok(generation)) => with_type(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({ "generation": generation }).to_string(),
+        ),
+        Ok(Err(error)) => {
+            log_refused(&error, "POST /reload");
+            with_type(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!("{error}\nthe running configuration stays\n"),
+            )
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the reload task failed\n",
+        ),
+    }
+}
+
+/// Logs a refused reload: each error on its own line, at error level.
+pub(crate) fn log_refused(error: &ReloadError, by: &str) {
+    for line in error.to_string().lines() {
+        tracing::error!(
+            by,
+            "reload refused, the running configuration stays: {line}"
+        );
     }
 }
 

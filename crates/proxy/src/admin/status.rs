@@ -18,18 +18,18 @@ use crate::state::ClusterState;
 pub(crate) fn render(view: &View) -> Value {
     let generation = view.generations.load();
     let recent = view.history.recent();
-    let listener_stats = view.stats.listeners();
     let listeners: Vec<Value> = view
+        .core
         .listeners
+        .borrow()
         .iter()
         .map(|l| {
-            let stats = listener_stats.iter().find(|s| s.name == l.name);
             json!({
                 "name": &*l.name,
                 "address": l.address.to_string(),
-                "tls": l.tls,
-                "connections_active": stats.map_or(0, |s| s.active.load(Ordering::Relaxed)),
-                "connections_refused": stats.map_or(0, |s| s.refused.load(Ordering::Relaxed)),
+                "tls": l.tls.is_some(),
+                "connections_active": l.stats.active.load(Ordering::Relaxed),
+                "connections_refused": l.stats.refused.load(Ordering::Relaxed),
             })
         })
         .collect();

@@ -1,0 +1,144 @@
+//! What a reload swaps, and the swap itself: the generation (routes, clusters) and the
+//! listener set, shared by the [`ProxyHandle`](crate::ProxyHandle) (SIGHUP), the admin
+//! API (`POST /reload`) and the workers.
+//!
+//! A swap validates and builds everything first — the configuration (when read from the
+//! file), new sockets, TLS acceptors, the new generation — and only then commits: the
+//! generation is stored, the new listener set published to the workers (they start and
+//! stop their accept loops), and replaced listeners retired. Any error before the commit
+//! leaves the proxy exactly as it was. Swaps are serialised.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rpcgate_config::{Config, ConfigErrors, Server};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::error::StartError;
+use crate::listeners::{self, ListenerSet};
+use crate::state::{Generation, Generations};
+use crate::stats::Stats;
+
+/// Why a reload did not happen (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The proxy was started from a configuration text, not a file.
+    #[error("the configuration was not read from a file, so there is nothing to reload")]
+    NoFile,
+    /// The file is not a valid configuration.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The configuration is valid but could not be put in place (a new listener address
+    /// cannot be bound, an access-log file cannot be opened, …).
+    #[error("{0}")]
+    Apply(StartError),
+}
+
+/// The swappable state of a running proxy.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) generations: Arc<Generations>,
+    /// The listener set the workers accept on.
+    pub(crate) listeners: watch::Sender<Arc<ListenerSet>>,
+    pub(crate) stats: Arc<Stats>,
+    /// Where active health probers run.
+    runtime: Handle,
+    /// The file the configuration is read from on reload.
+    source: Option<PathBuf>,
+    /// What a reload cannot change (the worker threads), to say so when a file does.
+    server: Server,
+    /// The admin API's settings at start, likewise.
+    admin: Option<rpcgate_config::Admin>,
+    /// Serialises swaps.
+    swapping: Mutex<()>,
+}
+
+impl Core {
+    /// The state of a proxy that starts with `config`.
+    pub(crate) fn new(
+        config: &Config,
+        generation: Generation,
+        listeners: ListenerSet,
+        stats: Arc<Stats>,
+        runtime: Handle,
+    ) -> Self {
+        Self {
+            generations: Arc::new(Generations::from_pointee(generation)),
+            listeners: watch::Sender::new(Arc::new(listeners)),
+            stats,
+            runtime,
+            source: config.source.clone(),
+            server: config.server.clone(),
+            admin: config.admin.clone(),
+            swapping: Mutex::new(()),
+        }
+    }
+
+    /// Re-reads the configuration file and swaps it in.
+    pub(crate) fn reload(&self) -> Result<u64, ReloadError> {
+        let Some(path) = &self.source else {
+            self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(ReloadError::NoFile);
+        };
+        match rpcgate_config::load(path) {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.swap(&config).map_err(ReloadError::Apply)
+            }
+            Err(errors) => {
+                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                Err(ReloadError::Invalid(errors))
+            }
+        }
+    }
+
+    /// Makes `config` the one new connections and calls follow; returns its generation.
+    pub(crate) fn swap(&self, config: &Config) -> Result<u64, StartError> {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.prepare_and_commit(config) {
+            Ok(number) => {
+                self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                Ok(number)
+            }
+            Err(error) => {
+                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    fn prepare_and_commit(&self, config: &Config) -> Result<u64, StartError> {
+        let current = self.generations.load_full();
+        let old_set = self.listeners.borrow().clone();
+        let new_set = listeners::bind_set(config, &old_set, &self.stats)?;
+        let next = Generation::build(config, Some(&current), &self.runtime, &self.stats)?;
+        let number = next.number;
+        // Commit: the generation first, so a connection on a new listener finds its routes.
+        self.generations.store(Arc::new(next));
+        self.listeners.send_replace(Arc::new(new_set.clone()));
+        listeners::retire_replaced(&old_set, &new_set);
+        if config.server.workers != self.server.workers {
+            tracing::warn!(
+                running = self.server.workers,
+                file = config.server.workers,
+                "server.workers changes at the next restart; the running workers stay"
+            );
+        }
+        if config.admin != self.admin {
+            tracing::warn!("[admin] changes at the next restart; the admin API stays as it is");
+        }
+        tracing::info!(generation = number, "new configuration generation in use");
+        Ok(number)
+    }
+
+    /// Retires every listener: their connections close gracefully (shutdown).
+    pub(crate) fn retire_all(&self) {
+        for listener in self.listeners.borrow().iter() {
+            listener.retire();
+        }
+    }
+}
