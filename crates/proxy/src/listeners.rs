@@ -129,7 +129,7 @@ pub(crate) fn bind_set(
             // socket of the listener of the same name.
             let socket = match previous.iter().find(|p| {
                 p.settings.address == listener.address
-                    && (listener.address.port() != 0 || &*p.name == listener.name)
+                    && (listener.address.port() != 0 || *p.name == listener.name)
             }) {
                 Some(at_address) => at_address.socket.try_clone(),
                 None => bind(listener.address),
