@@ -1093,3 +1093,27 @@ cluster = "laptop"
     assert_eq!((auth.calls(), laptop.calls()), (1, 1));
     proxy.shutdown().await;
 }
+
+/// A renewed certificate is served to new connections after a reload, without a restart,
+/// and the old one no longer is.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_after_a_reload() {
+    let old = Pki::ecdsa();
+    let renewed = Pki::ecdsa();
+    let backend = spawn_backend("b1").await.unwrap();
+    let config = config(&listener_tls(&old, None, ""), &[&backend], "", None);
+    let proxy = start_proxy(&config);
+    assert_eq!(tls_ok(&proxy, &old, None).await, "b1");
+
+    // The operator replaces the files in place (as certbot or cert-manager do).
+    std::fs::copy(&renewed.paths.server_cert, &old.paths.server_cert).unwrap();
+    std::fs::copy(&renewed.paths.server_key, &old.paths.server_key).unwrap();
+    // Re-reading the same text reads the files again.
+    assert_eq!(proxy.swap(&config), 2);
+    assert_eq!(tls_ok(&proxy, &renewed, None).await, "b1");
+    let still_old = timeout(WAIT, tls_hello(proxy.addr, client_tls(&old, None), &[]))
+        .await
+        .unwrap();
+    assert!(still_old.is_err(), "the old certificate is still served");
+    proxy.shutdown().await;
+}
