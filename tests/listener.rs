@@ -257,6 +257,63 @@ async fn idle_connections_are_closed() {
     proxy.shutdown().await;
 }
 
+/// `max_connection_age`: a busy connection is told to go (GOAWAY) after the age ±10%,
+/// while its call in flight finishes; a long-lived tonic client reconnects by itself and
+/// none of its calls fails, so over time its calls ride new connections (which a fleet of
+/// proxies would spread over its members). On the paused clock.
+#[tokio::test(start_paused = true)]
+async fn max_connection_age_moves_long_lived_clients_to_new_connections() {
+    let backend = spawn_backend("b1").await.unwrap();
+    let config = OneCluster::backends(&[&backend])
+        .listener(r#"max_connection_age = "10s""#)
+        .admin()
+        .build();
+    let proxy = start_local_proxy(&config);
+
+    // A raw connection with a call in flight across its age: the call finishes, then the
+    // connection ends (the proxy's GOAWAY), between 9 and 11 s after it was made.
+    let conn = raw_connect(proxy.addr).await;
+    let opened = Instant::now();
+    let reply = timeout(
+        WAIT * 2,
+        raw_unary(
+            &conn.send,
+            grpc_head(proxy.addr, &[(meta::DELAY_MS, "10500")]),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.grpc_status, Some(0));
+    timeout(WAIT * 2, conn.driver).await.unwrap().unwrap().ok();
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_secs(9) && lived <= Duration::from_millis(11_600),
+        "lived {lived:?}"
+    );
+
+    // A tonic client calling for a minute: every call succeeds, over several connections.
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let before = proxy
+        .metric("rpcgate_connections_total", &[("listener", "edge")])
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        let reply = timeout(WAIT, client.say_hello(HelloRequest { name: "Ann".into() }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.get_ref().message, "Hello Ann from b1");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let after = proxy
+        .metric("rpcgate_connections_total", &[("listener", "edge")])
+        .await
+        .unwrap();
+    assert!(after - before >= 4.0, "{before} -> {after} connections");
+    proxy.shutdown().await;
+}
+
 /// `server.workers = 2`: many client connections, all served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_serve_many_connections() {

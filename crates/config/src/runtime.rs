@@ -116,6 +116,10 @@ pub struct Listener {
     /// A connection with no open call for this long is closed. Default: see
     /// [`crate::defaults::IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// After this age (±10% jitter) a client connection gets a graceful GOAWAY, so
+    /// long-lived HTTP/2 clients reconnect and spread over new proxies; `None` (the
+    /// default, `"0s"`) never.
+    pub max_connection_age: Option<Duration>,
     /// Routes in file order; the first that matches wins.
     pub routes: Vec<Route>,
     /// `[listeners.tls]`: TLS with ALPN h2 and http/1.1, when present.

@@ -456,12 +456,12 @@ async fn accept_loop(
         let listener = listener.clone();
         connections.spawn(async move {
             let builder = listener.builder.clone();
-            let idle_timeout = listener.idle_timeout;
+            let lifetime = listener.lifetime;
             let retired = listener.retire.subscribe();
             match &listener.tls {
                 None => {
                     let ctx = new_ctx(None);
-                    server::serve(stream, ctx, builder, idle_timeout, retired).await;
+                    server::serve(stream, ctx, builder, lifetime, retired).await;
                 }
                 Some((acceptor, deadline)) => {
                     // A total deadline: a client that stalls mid-handshake cannot hold
@@ -471,7 +471,7 @@ async fn accept_loop(
                             let identity =
                                 tls::client_identity(tls_stream.get_ref().1.peer_certificates());
                             let ctx = new_ctx(identity);
-                            server::serve(tls_stream, ctx, builder, idle_timeout, retired).await;
+                            server::serve(tls_stream, ctx, builder, lifetime, retired).await;
                         }
                         Ok(Err(error)) => listener.stats.tls_failed(peer, &error.to_string()),
                         Err(_) => listener.stats.tls_failed(

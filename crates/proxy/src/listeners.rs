@@ -41,7 +41,8 @@ pub(crate) struct BoundListener {
     /// Connections accepted, open and refused.
     pub(crate) stats: Arc<ListenerStats>,
     pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
-    pub(crate) idle_timeout: Duration,
+    /// `idle_timeout` and `max_connection_age`.
+    pub(crate) lifetime: server::Lifetime,
     /// The TLS acceptor and handshake deadline of a TLS listener.
     pub(crate) tls: Option<(TlsAcceptor, Duration)>,
     /// Turns true when this listener is retired (a reload replaced or removed it, or the
@@ -79,7 +80,10 @@ impl BoundListener {
             max_connections: listener.max_connections.max(1),
             stats: stats.listener(&listener.name),
             builder: Arc::new(server::builder(listener)),
-            idle_timeout: listener.idle_timeout,
+            lifetime: server::Lifetime {
+                idle_timeout: listener.idle_timeout,
+                max_age: listener.max_connection_age,
+            },
             tls: match &listener.tls {
                 Some(tls) => Some((
                     TlsAcceptor::from(tls::server_config(tls).map_err(|e| {

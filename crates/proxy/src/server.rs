@@ -60,12 +60,27 @@ pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one accepted connection until it closes, goes idle, or shutdown drains it.
+/// How a connection's life is bounded: the listener's `idle_timeout` and
+/// `max_connection_age`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_age: Option<Duration>,
+}
+
+/// The age at which this connection is told to go: `max_age` ±10%, so the connections
+/// made together (after a deploy) do not all reconnect at once.
+fn jittered(max_age: Duration) -> Duration {
+    max_age.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// Serves one accepted connection until it closes, goes idle, reaches its maximum age,
+/// or shutdown drains it.
 pub(crate) async fn serve<IO>(
     stream: IO,
     ctx: Arc<ConnCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    idle_timeout: Duration,
+    lifetime: Lifetime,
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -78,7 +93,11 @@ pub(crate) async fn serve<IO>(
     let service = service_fn(move |request| Box::pin(call::handle(request, service_ctx.clone())));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
+    let idle_timeout = lifetime.idle_timeout;
     let mut idle_check = Box::pin(tokio::time::sleep(idle_timeout));
+    let mut aged = Box::pin(tokio::time::sleep(
+        lifetime.max_age.map_or(Duration::MAX, jittered),
+    ));
     let mut first_request = Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT.min(idle_timeout)));
     let mut awaiting_first_request = true;
     let mut idle_close = Box::pin(tokio::time::sleep(Duration::MAX));
@@ -100,6 +119,14 @@ pub(crate) async fn serve<IO>(
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
+            }
+            _ = aged.as_mut(), if !draining && lifetime.max_age.is_some() => {
+                // Two-phase GOAWAY (hyper/h2: first the maximum stream id, then the last
+                // one after a PING round trip); calls in flight finish, the client
+                // reconnects for its next calls.
+                tracing::debug!(%peer, "client connection reached max_connection_age; asked to reconnect");
+                draining = true;
+                connection.as_mut().graceful_shutdown();
             }
             _ = idle_close.as_mut(), if closing_idle => {
                 tracing::debug!(%peer, "idle client connection did not close in time; dropped");

@@ -47,13 +47,14 @@ impl Validator<'_> {
             defaults::IDLE_TIMEOUT,
         );
 
+        // "0s" (or absent): connections are never aged out.
+        let max_connection_age = l
+            .max_connection_age
+            .as_ref()
+            .and_then(|age| self.duration(age, &key.key("max_connection_age")))
+            .filter(|age| !age.is_zero());
+
         // Keys of a later release, accepted only with their "off" value.
-        if let Some(age) = &l.max_connection_age {
-            let k = key.key("max_connection_age");
-            if self.duration(age, &k).is_some_and(|d| !d.is_zero()) {
-                self.not_implemented("listeners.max_connection_age", &k, &age.span());
-            }
-        }
         if let Some(v) = l.grpc_web.as_ref().filter(|v| *v.get_ref()) {
             self.not_implemented("listeners.grpc_web", &key.key("grpc_web"), &v.span());
         }
@@ -95,6 +96,7 @@ impl Validator<'_> {
             max_concurrent_streams,
             max_header_bytes,
             idle_timeout,
+            max_connection_age,
             routes,
             tls,
         }

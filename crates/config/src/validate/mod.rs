@@ -46,7 +46,6 @@ mod tls;
 /// are accepted with that value; validation only consults this list otherwise.
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.xds",
-    "listeners.max_connection_age",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
     "listeners.compression",
