@@ -129,8 +129,23 @@ impl CallEnd {
         self.complete(&verdict, bytes_out);
     }
 
+    /// The verdict to end with: a failure towards the backend while the drain is cutting
+    /// the calls still running is rpcgate shutting down, not the backend failing.
+    pub(crate) fn shutdown_aware(&self, verdict: Verdict) -> Verdict {
+        let cutting = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.conn().upstreams.shutting_down());
+        if cutting && verdict.is_error() && !matches!(verdict.cause, Cause::ClientGone) {
+            Verdict::new(Cause::ShuttingDown)
+        } else {
+            verdict
+        }
+    }
+
     /// Ends the call with a response of the proxy's own making.
     pub(crate) fn respond(mut self, verdict: Verdict) -> Response<ProxyBody> {
+        let verdict = self.shutdown_aware(verdict);
         let response = status::respond(&verdict, self.grpc, &self.client_message(&verdict));
         self.status = response.status().as_u16();
         self.complete(&verdict, 0);

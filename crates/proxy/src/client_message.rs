@@ -73,6 +73,7 @@ pub(crate) fn client_message(
         | Cause::NoEndpoint { .. }
         | Cause::ClientGone
         | Cause::Panicked
+        | Cause::ShuttingDown
         | Cause::CircuitOpen { .. }
         | Cause::AtMaxRequests { .. } => cause.to_string(),
     }

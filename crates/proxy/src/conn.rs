@@ -88,6 +88,13 @@ impl ConnCtx {
 #[derive(Debug)]
 pub(crate) struct ActiveCall(Arc<ConnCtx>);
 
+impl ActiveCall {
+    /// The connection the call is on.
+    pub(crate) fn conn(&self) -> &ConnCtx {
+        &self.0
+    }
+}
+
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         let ms = self.0.since.elapsed().as_millis() as u64;

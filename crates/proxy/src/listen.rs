@@ -405,10 +405,26 @@ async fn run_worker(
     {
         tracing::warn!(
             remaining = connections.len(),
-            "drain timeout passed; closing the remaining connections"
+            "drain timeout passed; the calls still running end with UNAVAILABLE (rpcgate is shutting down)"
         );
+        // Cut the upstream connections: the calls on them end with UNAVAILABLE and a
+        // message saying why, and their client connections can then close.
+        upstreams.cut_all();
+        if tokio::time::timeout(CUT_GRACE, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = connections.len(),
+                "client connections still open after the calls were cut; closing them"
+            );
+        }
     }
 }
+
+/// After the drain timeout cut the calls still running, how long their client
+/// connections may take to send those final statuses and close.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
     socket: TcpListener,

@@ -79,9 +79,16 @@ impl UpstreamBody {
         self.recv = None;
         let grpc = self.grpc();
         let verdict = Verdict::new(cause);
-        let message = match &self.end {
-            Some(end) => end.client_message(&verdict),
-            None => verdict.cause.to_string(),
+        let (verdict, message) = match &self.end {
+            Some(end) => {
+                let verdict = end.shutdown_aware(verdict);
+                let message = end.client_message(&verdict);
+                (verdict, message)
+            }
+            None => {
+                let message = verdict.cause.to_string();
+                (verdict, message)
+            }
         };
         let code = verdict.code.unwrap_or(Code::UNKNOWN);
         self.finish(verdict);

@@ -153,9 +153,32 @@ impl EndpointConns {
 pub struct Upstreams {
     h2: Mutex<HashMap<u64, Arc<EndpointConns>>>,
     http1: Mutex<HashMap<PoolId, Http1Client<HttpConnector, Http1RequestBody>>>,
+    /// The tasks driving this worker's HTTP/2 connections, to cut them when a drain runs
+    /// out of time.
+    drivers: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set once the drain ran out of time: calls still running are ending because rpcgate
+    /// shuts down, not because a backend failed.
+    shutting_down: AtomicBool,
 }
 
 impl Upstreams {
+    /// Ends the calls still running at the end of a drain: every upstream HTTP/2
+    /// connection of this worker is cut, and the calls on them end with UNAVAILABLE
+    /// ("rpcgate is shutting down"; see [`Upstreams::shutting_down`]).
+    pub fn cut_all(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let drivers = std::mem::take(&mut *self.drivers.lock().unwrap_or_else(|e| e.into_inner()));
+        for driver in drivers {
+            driver.abort();
+        }
+        self.http1.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Whether the drain ran out of time and the remaining calls are being cut.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// A stream slot on a connection to `address`, connecting if every connection is full.
     pub async fn h2_slot(
         &self,
@@ -178,7 +201,13 @@ impl Upstreams {
         }
         // Connecting (TCP, TLS, HTTP/2 handshake) is rare and its future is large: boxed,
         // it does not inflate the future of every call.
-        let conn = Arc::new(Box::pin(connect_h2(address, connect_timeout, tls)).await?);
+        let (conn, driver) = Box::pin(connect_h2(address, connect_timeout, tls)).await?;
+        {
+            let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+            drivers.retain(|d| !d.is_finished());
+            drivers.push(driver);
+        }
+        let conn = Arc::new(conn);
         conn.active.fetch_add(1, Ordering::Relaxed);
         conns
             .conns
@@ -210,7 +239,7 @@ async fn connect_h2(
     address: &str,
     connect_timeout: Duration,
     tls: Option<&UpstreamTls>,
-) -> Result<H2Conn, ConnectError> {
+) -> Result<(H2Conn, tokio::task::AbortHandle), ConnectError> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
         .await
         .map_err(|_| ConnectError::Timeout(address.to_string()))?
@@ -244,7 +273,7 @@ async fn h2_handshake<IO>(
     stream: IO,
     address: &str,
     connect_timeout: Duration,
-) -> Result<H2Conn, ConnectError>
+) -> Result<(H2Conn, tokio::task::AbortHandle), ConnectError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -259,12 +288,13 @@ where
     let closed = Arc::new(AtomicBool::new(false));
     let closed_by_task = closed.clone();
     let peer = address.to_string();
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%peer, %error, "upstream connection ended");
         }
         closed_by_task.store(true, Ordering::Release);
-    });
+    })
+    .abort_handle();
     // Until the backend's SETTINGS arrive, h2 assumes an unlimited stream count, and the
     // calls waiting for this connection would all pile onto it and be refused. A server
     // sends its SETTINGS before anything else, so once our PING is answered its
@@ -279,9 +309,12 @@ where
             Err(_) => return Err(ConnectError::Timeout(address.to_string())),
         }
     }
-    Ok(H2Conn {
-        send,
-        active: AtomicUsize::new(0),
-        closed,
-    })
+    Ok((
+        H2Conn {
+            send,
+            active: AtomicUsize::new(0),
+            closed,
+        },
+        driver,
+    ))
 }

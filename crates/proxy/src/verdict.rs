@@ -250,6 +250,8 @@ pub enum Cause {
     BadRequest(http::Error),
     /// A call's task panicked (a bug in rpcgate); the process keeps running.
     Panicked,
+    /// The call was still running when the shutdown drain's `drain_timeout` ran out.
+    ShuttingDown,
     /// The cluster's circuit breaker is open (or half-open with its trials in flight).
     CircuitOpen {
         /// The cluster.
@@ -287,6 +289,7 @@ impl Cause {
             Cause::ClientGone => "client_gone",
             Cause::BadRequest(_) => "bad_request",
             Cause::Panicked => "panic",
+            Cause::ShuttingDown => "shutting_down",
             Cause::CircuitOpen { .. } => "circuit_open",
             Cause::AtMaxRequests { .. } => "max_requests",
         })
@@ -371,6 +374,9 @@ impl fmt::Display for Cause {
             Cause::ClientGone => f.write_str("client went away"),
             Cause::BadRequest(error) => write!(f, "bad request: {error}"),
             Cause::Panicked => f.write_str("internal error in rpcgate while handling the call"),
+            Cause::ShuttingDown => f.write_str(
+                "rpcgate is shutting down: the call did not finish within drain_timeout",
+            ),
             Cause::CircuitOpen {
                 cluster,
                 retry_after,
@@ -561,6 +567,14 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             StatusCode::INTERNAL_SERVER_ERROR,
             H::Ignore,
         ),
+        // The backend did nothing wrong: rpcgate cut the call to stop.
+        Cause::ShuttingDown => (
+            F::Proxy,
+            Maybe,
+            Some(Code::UNAVAILABLE),
+            unavailable,
+            H::Ignore,
+        ),
         // The proxy sparing a cluster: no backend saw the call.
         Cause::CircuitOpen { .. } | Cause::AtMaxRequests { .. } => (
             F::Proxy,
@@ -627,7 +641,7 @@ impl Verdict {
     /// no endpoint at all).
     pub fn breaker_failure(&self) -> Option<bool> {
         match (&self.cause, self.health) {
-            (Cause::ClientCancelled(_) | Cause::ClientGone, _) => None,
+            (Cause::ClientCancelled(_) | Cause::ClientGone | Cause::ShuttingDown, _) => None,
             // No endpoint at all is a configuration matter, not a failing backend.
             (Cause::NoEndpoint { .. }, _) => None,
             (Cause::NoBackendTookIt { .. }, _) => Some(true),

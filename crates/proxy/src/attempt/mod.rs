@@ -138,6 +138,10 @@ pub(crate) async fn run(
     // The last verdict of an attempt that reached a backend and was retried by policy.
     let mut answered_last: Option<Verdict> = None;
     for _ in 0..most {
+        // The drain ran out of time: no new attempt (its connections are being cut).
+        if target.upstreams.shutting_down() {
+            return Err(Verdict::new(Cause::ShuttingDown));
+        }
         let Some(mut pick) = target.pick(&tried) else {
             return Err(Verdict::new(Cause::NoEndpoint {
                 cluster: target.cluster.name.clone(),
