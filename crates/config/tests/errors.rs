@@ -465,3 +465,24 @@ fn the_admin_address_cannot_be_a_listeners() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn misspelt_keys_get_a_suggestion_and_schemes_are_explained() {
+    let text = common::minimal_with("address = \"127.0.0.1:8080\"", "max_conections = 5");
+    let lines = common::lines(&text);
+    assert!(
+        lines[0].ends_with("did you mean `max_connections`?"),
+        "{lines:?}"
+    );
+    // Nothing close: no guess.
+    let text = common::minimal_with("address = \"127.0.0.1:8080\"", "zzz = 5");
+    assert!(!common::lines(&text)[0].contains("did you mean"));
+    let text = common::MINIMAL.replace("\"127.0.0.1:50051\"", "\"grpc://10.0.0.1:50051\"");
+    let lines = common::lines(&text);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("has a scheme: write host:port without `grpc://`")
+            && lines[0].contains("protocol"),
+        "{lines:?}"
+    );
+}

@@ -305,6 +305,16 @@ impl Validator<'_> {
                 EndpointFile::Address(_) => ek.clone(),
                 EndpointFile::Table(_) => ek.key("address"),
             };
+            if let Some((scheme, _)) = address.split_once("://") {
+                self.err(
+                    &address_span,
+                    &address_key,
+                    format!(
+                        "endpoint {address:?} has a scheme: write host:port without `{scheme}://` and choose the cluster's `protocol` (\"h2c\" plaintext, \"h2\" TLS, \"http1\")"
+                    ),
+                );
+                continue;
+            }
             if let Err(why) = check_host_port(&address) {
                 self.err(
                     &address_span,

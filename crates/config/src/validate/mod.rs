@@ -207,7 +207,49 @@ fn de_err<T: DeserializeOwned>(d: ValueDeserializer<'_>) -> Option<toml::de::Err
 /// A serde error as a config error, at its span (or `fallback` when it has none).
 fn serde_error(src: &Source<'_>, e: &toml::de::Error, fallback: &Range<usize>) -> ConfigError {
     let span = e.span().unwrap_or_else(|| fallback.clone());
-    src.error(&span, &src.path_at(span.start), e.message().trim())
+    src.error(
+        &span,
+        &src.path_at(span.start),
+        with_suggestion(e.message().trim()),
+    )
+}
+
+/// serde's "unknown field `adress`, expected one of `name`, `address`, …" with a "did
+/// you mean `address`?" when one expected key is a small edit away.
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(unknown, candidate), candidate))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, candidate)) => format!("{message}; did you mean `{candidate}`?"),
+        None => message.to_owned(),
+    }
+}
+
+/// Levenshtein distance (keys are short: the quadratic table is fine).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// One validation run: walks the file model, records every error and warning, and builds
