@@ -35,6 +35,7 @@ mod listener;
 mod route;
 mod server;
 mod tls;
+mod warnings;
 
 /// Keys that parse but that this release does not act on yet; using one is an error
 /// (`<key> is not implemented yet`) rather than a setting that silently does nothing.
@@ -408,6 +409,7 @@ impl Validator<'_> {
             "listener",
         );
         self.unique_addresses(file);
+        self.warnings_about(file, &server, &listeners);
         Config {
             source,
             server,
