@@ -60,7 +60,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
 /// # Errors
 /// Every problem found, each with `file_name:line:col` and the key.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
-    validate::parse_text(text, file_name, None)
+    validate::parse_text(text, file_name, None, validate::Depth::Load)
 }
 
 /// Reads, parses and validates the file at `path`; [`Config::source`] is `Some(path)`,
@@ -70,6 +70,21 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
 /// Every problem found; a file that cannot be read (or is not UTF-8) gives one error
 /// naming the path, without line and column.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    read_and_validate(path, validate::Depth::Load)
+}
+
+/// [`load`], and what `rpcgate check` looks at besides, like `nginx -t`: endpoint host
+/// names resolve, the access-log file can be opened for appending (it is created, as
+/// NGINX does), and each certificate (`cert`) is valid today. These depend on the
+/// machine and the day, so `run` and reloads do not refuse a file for them.
+///
+/// # Errors
+/// As [`load`], plus those checks' errors at the keys they concern.
+pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    read_and_validate(path, validate::Depth::Check)
+}
+
+fn read_and_validate(path: &Path, depth: validate::Depth) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors::new(vec![ConfigError::whole_file(
@@ -83,5 +98,5 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("the configuration is not UTF-8: {e}"),
         )])
     })?;
-    validate::parse_text(&text, &name, Some(path.to_path_buf()))
+    validate::parse_text(&text, &name, Some(path.to_path_buf()), depth)
 }

@@ -56,7 +56,7 @@ pub enum Command {
     /// Run the proxy.
     Run(ConfigArgs),
     /// Validate the configuration like `nginx -t`: prints `configuration OK` or every error.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Start demo backends and a balancer in-process, send calls, show how they spread and what
     /// failures do, and print the admin URL (live dashboard); `--serve` keeps it all up.
     Demo(DemoArgs),
@@ -86,6 +86,18 @@ pub struct ConfigArgs {
     /// The configuration file.
     #[arg(short, long, default_value = "rpcgate.toml")]
     pub config: PathBuf,
+}
+
+/// `rpcgate check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(short, long, default_value = "rpcgate.toml")]
+    pub config: PathBuf,
+    /// Print the diagnostics as JSON (for editors and CI):
+    /// `{"ok": bool, "errors": [{file, line, col, key, message}], "warnings": [...]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rpcgate demo` options.

@@ -118,6 +118,51 @@ fn check_reports_errors_with_location_and_key() {
     assert!(!said.contains("configuration OK"));
 }
 
+/// `check --json`: the same diagnostics as objects, for editors and CI.
+#[test]
+fn check_json_prints_errors_and_warnings_as_objects() {
+    let path = config_file("bad-json.toml", BAD);
+    let output = rpcgate()
+        .args(["check", "--json", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let error = &report["errors"][0];
+    assert_eq!(error["line"], 7);
+    assert_eq!(error["col"], 1);
+    assert!(
+        error["key"].as_str().unwrap().contains("bogus_key"),
+        "{report}"
+    );
+
+    let warned = config_file(
+        "warned-json.toml",
+        "[[listeners]]\nname = \"edge\"\naddress = \"127.0.0.1:8080\"\n[[listeners.routes]]\ncluster = \"c\"\n[[listeners.routes]]\nmatch.service = \"a.B\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    let output = rpcgate()
+        .args(["check", "--json", "-c"])
+        .arg(&warned)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let warnings = report["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{report}");
+    assert_eq!(warnings[1]["line"], 6);
+    assert_eq!(warnings[1]["key"], "listeners[0].routes[1]");
+    assert!(
+        warnings[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("can never match"),
+        "{report}"
+    );
+}
+
 #[test]
 fn check_rejects_a_key_not_implemented_yet() {
     let path = config_file(

@@ -323,6 +323,12 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            if self.depth == super::Depth::Check
+                && let Err(why) = resolves(&address)
+            {
+                self.err(&address_span, &address_key, why);
+                continue;
+            }
             if out.iter().any(|o| o.address == address) {
                 self.err(
                     &address_span,
@@ -360,6 +366,22 @@ impl Validator<'_> {
             format!("unknown hash_key {text:?}, expected \"header:NAME\" or \"client_ip\""),
         );
         None
+    }
+}
+
+/// Whether `host:port` names at least one address (`rpcgate check`; IP literals always do).
+fn resolves(address: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match address
+        .to_socket_addrs()
+        .map(|mut found| found.next().is_some())
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("host name in {address:?} resolves to no address")),
+        Err(e) => Err(format!("host name in {address:?} does not resolve: {e}")),
     }
 }
 

@@ -60,11 +60,22 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "clusters.discovery",
 ];
 
+/// How far validation looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Depth {
+    /// What `run` and reloads need: the file and the files it names.
+    Load,
+    /// Also what depends on the machine and the day (`rpcgate check`): names resolve,
+    /// the access log opens, certificates are valid now.
+    Check,
+}
+
 /// Parses and validates `text`; `name` is the file name used in errors.
 pub(crate) fn parse_text(
     text: &str,
     name: &str,
     source_path: Option<PathBuf>,
+    depth: Depth,
 ) -> Result<Config, ConfigErrors> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -108,6 +119,7 @@ pub(crate) fn parse_text(
         errors: Vec::new(),
         warnings: Vec::new(),
         base_dir,
+        depth,
     };
     let mut config = v.config(&file, source_path);
     if v.errors.is_empty() {
@@ -264,6 +276,8 @@ struct Validator<'s> {
     warnings: Vec<String>,
     /// The config file's folder: relative TLS file paths are resolved against it.
     base_dir: Option<PathBuf>,
+    /// How far to look (see [`Depth`]).
+    depth: Depth,
 }
 
 impl Validator<'_> {

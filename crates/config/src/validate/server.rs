@@ -81,7 +81,21 @@ impl Validator<'_> {
                     );
                     defaults::ACCESS_LOG
                 }
-                path => AccessLogTarget::File(PathBuf::from(path)),
+                path => {
+                    if self.depth == super::Depth::Check
+                        && let Err(e) = std::fs::OpenOptions::new()
+                            .append(true)
+                            .create(true)
+                            .open(path)
+                    {
+                        self.err(
+                            &a.span(),
+                            &key.key("access_log"),
+                            format!("cannot open {path} for appending: {e}"),
+                        );
+                    }
+                    AccessLogTarget::File(PathBuf::from(path))
+                }
             },
         };
         let format = match log.and_then(|l| l.format.as_ref()) {

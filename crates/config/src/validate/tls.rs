@@ -10,11 +10,33 @@ use crate::file::{ClusterTlsFile, ListenerTlsFile, Spanned};
 use crate::locate::KeyPath;
 use crate::runtime::{ClientAuth, ClusterTls, ListenerTls, PemFile};
 
+/// Why a certificate (DER) cannot be used today: expired, or not valid yet.
+fn not_valid_now(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        Some(format!(
+            "the certificate expired on {} (renew it)",
+            validity.not_after
+        ))
+    } else if now < validity.not_before {
+        Some(format!(
+            "the certificate is not valid before {} (check the clock, or the certificate)",
+            validity.not_before
+        ))
+    } else {
+        None
+    }
+}
+
 /// What a PEM file must contain.
 #[derive(Debug, Clone, Copy)]
 enum PemKind {
-    /// One or more certificates (a chain or a CA bundle).
+    /// One or more certificates (a CA bundle).
     Certificates,
+    /// A certificate chain, leaf first: `rpcgate check` also checks the leaf's dates.
+    Chain,
     /// One private key.
     PrivateKey,
 }
@@ -53,10 +75,15 @@ impl Validator<'_> {
             }
         };
         let problem = match kind {
-            PemKind::Certificates => {
+            PemKind::Certificates | PemKind::Chain => {
                 let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
                 match certs {
                     Ok(certs) if certs.is_empty() => Some("no CERTIFICATE block found".to_owned()),
+                    Ok(certs)
+                        if matches!(kind, PemKind::Chain) && self.depth == super::Depth::Check =>
+                    {
+                        certs.first().and_then(|leaf| not_valid_now(leaf.as_ref()))
+                    }
                     Ok(_) => None,
                     Err(e) => Some(format!("not a valid PEM certificate file: {e}")),
                 }
@@ -107,7 +134,7 @@ impl Validator<'_> {
             &k.key("handshake_timeout"),
             defaults::HANDSHAKE_TIMEOUT,
         );
-        let cert = self.pem_file(&t.cert, &k.key("cert"), PemKind::Certificates);
+        let cert = self.pem_file(&t.cert, &k.key("cert"), PemKind::Chain);
         let private_key = self.pem_file(&t.key, &k.key("key"), PemKind::PrivateKey);
         let client_ca = match &t.client_ca {
             Some(ca) => Some(self.pem_file(ca, &k.key("client_ca"), PemKind::Certificates)?),
@@ -136,7 +163,7 @@ impl Validator<'_> {
                 .and_then(|ca| self.pem_file(ca, &k.key("ca"), PemKind::Certificates));
         let identity = match (&t.cert, &t.key) {
             (Some(cert), Some(key)) => {
-                let cert = self.pem_file(cert, &k.key("cert"), PemKind::Certificates);
+                let cert = self.pem_file(cert, &k.key("cert"), PemKind::Chain);
                 let key = self.pem_file(key, &k.key("key"), PemKind::PrivateKey);
                 cert.zip(key)
             }
