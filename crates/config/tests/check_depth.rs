@@ -66,8 +66,8 @@ fn an_expired_certificate_is_an_error_for_check_at_its_key() {
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
     let cert = params.self_signed(&key).unwrap();
-    dir.write("old-cert.pem", &cert.pem());
-    dir.write("old-key.pem", &key.serialize_pem());
+    dir.write("old-cert.pem", cert.pem());
+    dir.write("old-key.pem", key.serialize_pem());
     let text = common::minimal_with(
         "address = \"127.0.0.1:8080\"",
         "[listeners.tls]\ncert = \"old-cert.pem\"\nkey = \"old-key.pem\"",
