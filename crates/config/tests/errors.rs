@@ -486,3 +486,26 @@ fn misspelt_keys_get_a_suggestion_and_schemes_are_explained() {
         "{lines:?}"
     );
 }
+
+/// A value of the wrong type does not hide the next mistake in the same table.
+#[test]
+fn every_bad_value_of_a_table_is_reported() {
+    let text = common::minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "max_connections = \"ten\"\nidle_timeout = 5\nbogus = 1",
+    );
+    let lines = common::lines(&text);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("listeners[0].max_connections: invalid type"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("listeners[0].idle_timeout: invalid type"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains("listeners[0].bogus: unknown field"),
+        "{lines:?}"
+    );
+}

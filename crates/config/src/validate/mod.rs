@@ -135,11 +135,35 @@ pub(crate) fn parse_text(
 /// `[[listeners]]` / `[[clusters]]` is deserialized again on its own.
 fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -> Vec<ConfigError> {
     let mut errors = Vec::new();
+    // serde stops at a table's first bad key; each bad key is taken out in turn and the
+    // table checked again, so a wrong type does not hide the next key's mistake.
     let check = |value: &Spanned<DeValue<'_>>,
                  errors: &mut Vec<ConfigError>,
                  f: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
-        if let Some(e) = f(ValueDeserializer::from(value.clone())) {
+        let mut current = value.clone();
+        for round in 0..MAX_ERRORS_PER_TABLE {
+            let Some(e) = f(ValueDeserializer::from(current.clone())) else {
+                return;
+            };
+            // Once a key was taken out, "missing field" may be its echo: not reported.
+            if round > 0 && e.message().starts_with("missing field") {
+                return;
+            }
             errors.push(serde_error(src, &e, &value.span()));
+            let Some(at) = e.span().map(|s| s.start) else {
+                return;
+            };
+            let DeValue::Table(table) = current.get_ref() else {
+                return;
+            };
+            let bad = table
+                .iter()
+                .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+                .map(|(k, _)| k.get_ref().clone());
+            let Some(bad) = bad else { return };
+            let mut rest = table.clone();
+            rest.remove(bad.as_ref());
+            current = Spanned::new(current.span(), DeValue::Table(rest));
         }
     };
     for (key, value) in root.iter() {
@@ -178,6 +202,9 @@ fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -
     errors.sort_by_key(|e| (e.line(), e.col()));
     errors
 }
+
+/// A bound on the errors reported for one table (each costs a deserialization).
+const MAX_ERRORS_PER_TABLE: usize = 32;
 
 /// How [`shape_errors`] checks one value: deserialize it as a given type, record the error.
 type ShapeCheck<'c> = dyn Fn(
