@@ -129,3 +129,32 @@ async fn calls_still_running_at_drain_timeout_end_with_unavailable() {
     assert!(unary.message().contains("shutting down"), "{unary:?}");
     bounded(draining).await.unwrap();
 }
+
+/// An HTTP/1.1 request in flight when the drain begins gets its answer with
+/// `connection: close` (hyper's graceful close of an HTTP/1.1 connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connections_get_connection_close_during_the_drain() {
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let mut proxy = start_proxy(&OneCluster::backends(&[&backend]).build());
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post("/helloworld.Greeter/SayHello")
+        .header("host", proxy.addr.to_string())
+        .header("content-type", "application/grpc")
+        .header(rpcgate_demo::meta::DELAY_MS, "800")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\x00\x00\x00\x00\x00",
+        )))
+        .unwrap();
+    let response = tokio::spawn(async move { sender.send_request(request).await });
+    backend.wait_until(|b| b.in_flight() == 1).await;
+    let draining = tokio::spawn(proxy.handle.take().unwrap().shutdown());
+    let response = bounded(response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["connection"], "close", "{response:?}");
+    bounded(draining).await.unwrap();
+}
