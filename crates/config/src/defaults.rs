@@ -44,8 +44,8 @@ pub const LOG_FORMAT: LogFormat = LogFormat::Json;
 /// NGINX also keep upstream details out of client responses by default).
 pub const CLIENT_ERROR_DETAIL: ClientErrorDetail = ClientErrorDetail::Reason;
 
-/// `listeners.max_connections`: 10 000 (the value in the contract's key listing). A finite bound, so
-/// a flood of connections waits in the accept queue instead of exhausting file
+/// `listeners.max_connections`: 10 000 (the value in the contract's key listing). A finite
+/// bound, so a flood of connections is refused (closed at once) instead of exhausting file
 /// descriptors and memory; multiplexing gRPC clients need few connections each.
 pub const MAX_CONNECTIONS: usize = 10_000;
 

@@ -14,7 +14,7 @@
 //!    with `<key> is not implemented yet` ([`validate::NOT_IMPLEMENTED`]).
 //!
 //! Errors print one per line as `<file>:<line>:<col>: <key>: <message>` (the key is left
-//! out when the message already names it, as in `clusters.circuit_breaker is not implemented yet`):
+//! out when the message already names it, as in `clusters.discovery is not implemented yet`):
 //!
 //! ```
 //! let config = rpcgate_config::parse(rpcgate_config::DEFAULT_CONFIG, "default.toml").unwrap();

@@ -104,7 +104,7 @@ pub struct Listener {
     pub name: String,
     /// Address to bind.
     pub address: SocketAddr,
-    /// Connections held at once; more wait in the accept queue. Default: see
+    /// Connections held at once; at the limit a new one is closed at once. Default: see
     /// [`crate::defaults::MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. Default: see

@@ -69,10 +69,10 @@ impl Validator<'_> {
         if let Some(v) = l.compression.as_ref().filter(|v| *v.get_ref()) {
             self.not_implemented("listeners.compression", &key.key("compression"), &v.span());
         }
-        if let Some(v) = &l.allow {
+        if let Some(v) = l.allow.as_ref().filter(|v| !v.get_ref().is_empty()) {
             self.not_implemented("listeners.allow", &key.key("allow"), &v.span());
         }
-        if let Some(v) = &l.deny {
+        if let Some(v) = l.deny.as_ref().filter(|v| !v.get_ref().is_empty()) {
             self.not_implemented("listeners.deny", &key.key("deny"), &v.span());
         }
         if let Some(v) = &l.rate_limit {

@@ -103,10 +103,10 @@ impl Validator<'_> {
                 &v.span(),
             );
         }
-        if let Some(v) = &r.allow {
+        if let Some(v) = r.allow.as_ref().filter(|v| !v.get_ref().is_empty()) {
             self.not_implemented("routes.allow", &key.key("allow"), &v.span());
         }
-        if let Some(v) = &r.deny {
+        if let Some(v) = r.deny.as_ref().filter(|v| !v.get_ref().is_empty()) {
             self.not_implemented("routes.deny", &key.key("deny"), &v.span());
         }
         let request_headers = r
