@@ -84,6 +84,23 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     read_and_validate(path, validate::Depth::Check)
 }
 
+/// An error about the TLS `key` of the `index`-th `[[listeners]]` (`section =
+/// "listeners"`) or `[[clusters]]` (`"clusters"`) of the file at `path`, at the place the
+/// key is written: for problems only found when the TLS configuration is built (a key that
+/// does not belong to its certificate), which `rpcgate check` reports like the others.
+pub fn tls_key_error(path: &Path, section: &str, index: usize, message: &str) -> ConfigError {
+    let name = path.display().to_string();
+    let key = locate::KeyPath::root(section).index(index).key("tls").key("key");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let root = toml::de::DeTable::parse(&text).ok();
+    let src = locate::Source {
+        name: &name,
+        text: &text,
+        root: root.as_ref().map(|r| r.get_ref()),
+    };
+    src.error(&src.key_span(&key, &(0..0)), &key, message)
+}
+
 fn read_and_validate(path: &Path, depth: validate::Depth) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {

@@ -144,23 +144,42 @@ pub fn client_config(tls: &ClusterTls) -> Result<Arc<ClientConfig>, TlsError> {
 }
 
 /// Builds every TLS configuration of `config`; one line per problem.
-pub fn check(config: &Config) -> Vec<String> {
+pub fn check(config: &Config) -> Vec<TlsProblem> {
     let mut problems = Vec::new();
-    for listener in &config.listeners {
+    for (index, listener) in config.listeners.iter().enumerate() {
         if let Some(tls) = &listener.tls
             && let Err(e) = server_config(tls)
         {
-            problems.push(format!("listener {}: TLS: {e}", listener.name));
+            problems.push(TlsProblem {
+                section: "listeners",
+                index,
+                message: format!("listener {}: TLS: {e}", listener.name),
+            });
         }
     }
-    for cluster in &config.clusters {
+    for (index, cluster) in config.clusters.iter().enumerate() {
         if let Some(tls) = &cluster.tls
             && let Err(e) = client_config(tls)
         {
-            problems.push(format!("cluster {}: TLS: {e}", cluster.name));
+            problems.push(TlsProblem {
+                section: "clusters",
+                index,
+                message: format!("cluster {}: TLS: {e}", cluster.name),
+            });
         }
     }
     problems
+}
+
+/// A TLS table that cannot be built, and where it is in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProblem {
+    /// `"listeners"` or `"clusters"`.
+    pub section: &'static str,
+    /// Which listener or cluster, in file order.
+    pub index: usize,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// The name to send as SNI and to verify: `server_name`, else the endpoint's host.

@@ -20,9 +20,15 @@ pub fn main(args: CheckArgs) -> ExitCode {
             let errors = rpcgate_proxy::tls::check(&config)
                 .into_iter()
                 .map(|problem| {
+                    let e = rpcgate_config::tls_key_error(
+                        &args.config,
+                        problem.section,
+                        problem.index,
+                        &problem.message,
+                    );
                     (
-                        format!("{file}: {problem}"),
-                        json!({ "file": file, "line": null, "col": null, "key": null, "message": problem }),
+                        e.to_string(),
+                        json!({ "file": e.file(), "line": e.line(), "col": e.col(), "key": e.key(), "message": e.message() }),
                     )
                 })
                 .collect::<Vec<_>>();

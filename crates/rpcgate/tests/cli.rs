@@ -670,6 +670,11 @@ insecure_skip_verify = true
     let said = text(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("listener edge: TLS"), "{said}");
+    // At the key's place in the file, like every other error.
+    assert!(
+        said.contains("mismatch.toml:6:1: listeners[0].tls.key:"),
+        "no file:line:col at the key: {said}"
+    );
     assert!(!said.contains("configuration OK"), "{said}");
     let _ = std::fs::remove_dir_all(&pki);
 }
