@@ -90,7 +90,10 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
 /// does not belong to its certificate), which `rpcgate check` reports like the others.
 pub fn tls_key_error(path: &Path, section: &str, index: usize, message: &str) -> ConfigError {
     let name = path.display().to_string();
-    let key = locate::KeyPath::root(section).index(index).key("tls").key("key");
+    let key = locate::KeyPath::root(section)
+        .index(index)
+        .key("tls")
+        .key("key");
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let root = toml::de::DeTable::parse(&text).ok();
     let src = locate::Source {
