@@ -10,6 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::http::body_text;
@@ -312,6 +313,73 @@ async fn max_connection_age_moves_long_lived_clients_to_new_connections() {
         .unwrap();
     assert!(after - before >= 4.0, "{before} -> {after} connections");
     proxy.shutdown().await;
+}
+
+/// A TCP forwarder on 127.0.0.1:0 (an L4 balancer in front of a fleet of proxies): each
+/// new connection goes to the address in `target` at the time it is made.
+async fn l4_forwarder(target: Arc<Mutex<SocketAddr>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let to = *target.lock().unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The point of `max_connection_age`: a long-lived client behind an L4 balancer moves to
+/// the proxies (and their backends) that joined after it connected. Proxy A (backend a)
+/// is the only one when the client connects; then the balancer sends new connections to
+/// proxy B (backend b); once A ages the client's connection out, its calls go to b, and
+/// none fails. On the paused clock.
+#[tokio::test(start_paused = true)]
+async fn an_aged_out_client_moves_to_the_new_proxies_behind_an_l4_balancer() {
+    let a = spawn_backend("a").await.unwrap();
+    let b = spawn_backend("b").await.unwrap();
+    let aged = |backend: &BackendHandle| {
+        OneCluster::backends(&[backend])
+            .listener(r#"max_connection_age = "10s""#)
+            .build()
+    };
+    let proxy_a = start_local_proxy(&aged(&a));
+    let proxy_b = start_local_proxy(&aged(&b));
+    let target = Arc::new(Mutex::new(proxy_a.addr));
+    let front = l4_forwarder(target.clone()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{front}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GreeterClient::new(channel);
+    let mut served = Vec::new();
+    for second in 0..30 {
+        if second == 2 {
+            // The fleet changes: new connections now go to proxy B.
+            *target.lock().unwrap() = proxy_b.addr;
+        }
+        let reply = timeout(WAIT, client.say_hello(HelloRequest { name: "Ann".into() }))
+            .await
+            .unwrap()
+            .unwrap();
+        served.push(reply.get_ref().message.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        served[..2].iter().all(|m| m.ends_with("from a")),
+        "{served:?}"
+    );
+    assert!(
+        served[25..].iter().all(|m| m.ends_with("from b")),
+        "{served:?}"
+    );
+    proxy_a.shutdown().await;
+    proxy_b.shutdown().await;
 }
 
 /// `server.workers = 2`: many client connections, all served.

@@ -76,13 +76,15 @@ impl Core {
         }
     }
 
-    /// Re-reads the configuration file and swaps it in.
+    /// Re-reads the configuration file, validates it as `rpcgate check` does (names
+    /// resolve, certificates valid today, …: a reload refuses a bad change before it is
+    /// made), and swaps it in.
     pub(crate) fn reload(&self) -> Result<u64, ReloadError> {
         let Some(path) = &self.source else {
             self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
             return Err(ReloadError::NoFile);
         };
-        match rpcgate_config::load(path) {
+        match rpcgate_config::check(path) {
             Ok(config) => {
                 for warning in &config.warnings {
                     tracing::warn!("{warning}");
