@@ -6,7 +6,9 @@
 //! NGINX and HAProxy use, and the one measured as the cheapest (`docs/request-path.md`,
 //! "Threads"). Balancer state (in-flight counts, health) is shared across workers through
 //! atomics, and the routing and cluster state is one [`Generation`] behind an `ArcSwap`
-//! that [`ProxyHandle::swap_config`] replaces.
+//! that [`ProxyHandle::swap_config`] replaces (with the listener set: see
+//! [`crate::reload`]). Workers follow the listener set, so a reload can add, remove and
+//! re-bind listeners under them.
 //!
 //! [`Proxy::start_local`] runs one worker on the caller's tokio runtime instead of on
 //! threads of its own, so tests can drive the proxy's timers with tokio's paused clock.

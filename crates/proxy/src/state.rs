@@ -23,7 +23,8 @@
 //!   their own settings did not change;
 //! - anything else starts fresh.
 //!
-//! Listeners' sockets are not part of a generation (binding is [`crate::listen`]'s).
+//! Listeners' sockets are not part of a generation: [`crate::listeners`] keeps that set and
+//! [`crate::reload`] swaps both together.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
