@@ -82,6 +82,7 @@ workers = 512
 name = "edge"
 address = "127.0.0.1:8080"
 max_header_bytes = 100
+max_connection_age = "100ms"
 
 [[listeners.routes]]
 name = "r"
@@ -106,8 +107,9 @@ endpoints = ["127.0.0.1:1"]
         "listeners[0].max_header_bytes: 100 bytes is small",
         "listeners[0].routes[0]: has no `match`: it takes every request, so the routes after it are never used",
         "listeners[0].routes[1]: can never match",
-        "t.toml:15:8: listeners[0].routes[1].name: route name \"r\" is also the name of listeners[0].routes[0]",
+        "t.toml:16:8: listeners[0].routes[1].name: route name \"r\" is also the name of listeners[0].routes[0]",
         "listeners[1]: has no routes",
+        "listeners[0].max_connection_age: 100ms is very short: every client reconnects that often",
     ] {
         assert!(got.contains(want), "{want:?} missing from:\n{got}");
     }

@@ -358,7 +358,7 @@ async fn run_worker(
     let connections = TaskTracker::new();
     let mut accepting: Vec<(Arc<BoundListener>, JoinHandle<()>)> = Vec::new();
     let accept_on = |listener: &Arc<BoundListener>| -> Option<JoinHandle<()>> {
-        match listener.socket.try_clone().and_then(TcpListener::from_std) {
+        match listener.clone_socket().and_then(TcpListener::from_std) {
             Ok(socket) => Some(tokio::spawn(accept_loop(
                 socket,
                 listener.clone(),

@@ -34,7 +34,10 @@ pub(crate) type ListenerSet = Vec<Arc<BoundListener>>;
 pub(crate) struct BoundListener {
     pub(crate) name: Arc<str>,
     pub(crate) address: SocketAddr,
-    pub(crate) socket: std::net::TcpListener,
+    /// The listening socket; taken (closed) when the listener is retired, so that after a
+    /// removal or at shutdown new clients are refused at once rather than queued while
+    /// the old connections drain (workers accept on clones of it).
+    socket: std::sync::Mutex<Option<std::net::TcpListener>>,
     pub(crate) limit: Arc<Semaphore>,
     /// `max_connections`, for the log line when it is reached.
     pub(crate) max_connections: usize,
@@ -75,7 +78,7 @@ impl BoundListener {
         Ok(Self {
             name: listener.name.as_str().into(),
             address,
-            socket,
+            socket: std::sync::Mutex::new(Some(socket)),
             limit: Arc::new(Semaphore::new(listener.max_connections.max(1))),
             max_connections: listener.max_connections.max(1),
             stats: stats.listener(&listener.name),
@@ -98,9 +101,26 @@ impl BoundListener {
         })
     }
 
-    /// Closes its connections gracefully (GOAWAY, calls in flight finish).
+    /// Closes its socket (a replacement at the same address has its own clone) and its
+    /// connections gracefully (GOAWAY, calls in flight finish).
     pub(crate) fn retire(&self) {
+        self.socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         self.retire.send_replace(true);
+    }
+
+    /// A clone of the listening socket, for a worker's accept loop or a replacement.
+    pub(crate) fn clone_socket(&self) -> std::io::Result<std::net::TcpListener> {
+        match &*self
+            .socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(socket) => socket.try_clone(),
+            None => Err(std::io::Error::other("the listener was retired")),
+        }
     }
 }
 
@@ -135,7 +155,7 @@ pub(crate) fn bind_set(
                 p.settings.address == listener.address
                     && (listener.address.port() != 0 || *p.name == listener.name)
             }) {
-                Some(at_address) => at_address.socket.try_clone(),
+                Some(at_address) => at_address.clone_socket(),
                 None => bind(listener.address),
             }
             .map_err(|source| StartError::Bind {

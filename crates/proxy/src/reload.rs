@@ -119,6 +119,7 @@ impl Core {
         let new_set = listeners::bind_set(config, &old_set, &self.stats)?;
         let next = Generation::build(config, Some(&current), &self.runtime, &self.stats)?;
         let number = next.number;
+        let changes = changes(&current, &next, &old_set, &new_set);
         // Commit: the generation first, so a connection on a new listener finds its routes.
         self.generations.store(Arc::new(next));
         self.listeners.send_replace(Arc::new(new_set.clone()));
@@ -133,14 +134,97 @@ impl Core {
         if config.admin != self.admin {
             tracing::warn!("[admin] changes at the next restart; the admin API stays as it is");
         }
-        tracing::info!(generation = number, "new configuration generation in use");
+        tracing::info!(
+            generation = number,
+            "new configuration generation in use: {changes}"
+        );
         Ok(number)
     }
 
-    /// Retires every listener: their connections close gracefully (shutdown).
+    /// Retires every listener: its socket closes (new clients are refused) and its
+    /// connections close gracefully (shutdown).
     pub(crate) fn retire_all(&self) {
         for listener in self.listeners.borrow().iter() {
             listener.retire();
         }
+    }
+}
+
+/// What a swap changed, in a few words for the log: clusters added, removed or changed,
+/// routes changed, listeners bound, re-bound or removed.
+fn changes(
+    old: &Generation,
+    new: &Generation,
+    old_set: &ListenerSet,
+    new_set: &ListenerSet,
+) -> String {
+    let mut parts = Vec::new();
+    let names = |g: &Generation| -> Vec<String> {
+        g.clusters().iter().map(|c| c.name.to_string()).collect()
+    };
+    let (before, after) = (names(old), names(new));
+    let added: Vec<_> = after
+        .iter()
+        .filter(|n| !before.contains(n))
+        .cloned()
+        .collect();
+    let removed: Vec<_> = before
+        .iter()
+        .filter(|n| !after.contains(n))
+        .cloned()
+        .collect();
+    let changed: Vec<_> = new
+        .clusters()
+        .iter()
+        .filter(|c| old.cluster(&c.name).is_some_and(|o| !Arc::ptr_eq(o, c)))
+        .map(|c| c.name.to_string())
+        .collect();
+    for (what, list) in [
+        ("clusters added", added),
+        ("clusters removed", removed),
+        ("clusters changed", changed),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    let routes = |g: &Generation, listener: &str| -> Vec<(String, String)> {
+        g.listener(listener).map_or_else(Vec::new, |l| {
+            l.routes
+                .iter()
+                .map(|r| (r.name.to_string(), r.cluster.name.to_string()))
+                .collect()
+        })
+    };
+    for listener in new.listeners() {
+        if old.listener(&listener.name).is_some()
+            && routes(old, &listener.name) != routes(new, &listener.name)
+        {
+            parts.push(format!("routes of listener {} changed", listener.name));
+        }
+    }
+    for listener in new_set.iter() {
+        if old_set.iter().any(|o| Arc::ptr_eq(o, listener)) {
+            continue;
+        }
+        let verb = if old_set.iter().any(|o| o.name == listener.name) {
+            "re-bound"
+        } else {
+            "bound"
+        };
+        parts.push(format!(
+            "listener {} {verb} on {}",
+            listener.name, listener.address
+        ));
+    }
+    for listener in old_set.iter() {
+        if !new_set.iter().any(|n| n.name == listener.name) {
+            parts.push(format!("listener {} removed", listener.name));
+        }
+    }
+    if parts.is_empty() {
+        "nothing changed".to_owned()
+    } else {
+        parts.join("; ")
     }
 }

@@ -40,6 +40,24 @@ impl TlsError {
             reason: reason.to_string(),
         }
     }
+
+    /// A certificate and key that do not go together, said plainly (rustls says "keys may
+    /// not be consistent: KeyMismatch").
+    fn pair(cert: &PemFile, key: &PemFile, error: rustls::Error) -> Self {
+        let reason = if error.to_string().contains("KeyMismatch") {
+            format!(
+                "the private key {} does not belong to the certificate {}",
+                key.path.display(),
+                cert.path.display()
+            )
+        } else {
+            error.to_string()
+        };
+        Self::new(
+            format!("{} with {}", cert.path.display(), key.path.display()),
+            reason,
+        )
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -93,16 +111,7 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = builder
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates(&tls.cert)?, private_key(&tls.key)?)
-        .map_err(|e| {
-            TlsError::new(
-                format!(
-                    "{} with {}",
-                    tls.cert.path.display(),
-                    tls.key.path.display()
-                ),
-                e,
-            )
-        })?;
+        .map_err(|e| TlsError::pair(&tls.cert, &tls.key, e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -126,12 +135,7 @@ pub fn client_config(tls: &ClusterTls) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = match &tls.identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(certificates(cert)?, private_key(key)?)
-            .map_err(|e| {
-                TlsError::new(
-                    format!("{} with {}", cert.path.display(), key.path.display()),
-                    e,
-                )
-            })?,
+            .map_err(|e| TlsError::pair(cert, key, e))?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];

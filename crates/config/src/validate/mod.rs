@@ -257,6 +257,13 @@ fn serde_error(src: &Source<'_>, e: &toml::de::Error, fallback: &Range<usize>) -
 /// serde's "unknown field `adress`, expected one of `name`, `address`, …" with a "did
 /// you mean `address`?" when one expected key is a small edit away.
 fn with_suggestion(message: &str) -> String {
+    // serde names Rust types; a user reads numbers.
+    let plain = message
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u32", "expected a whole number")
+        .replace("expected u64", "expected a whole number")
+        .replace("expected f64", "expected a number");
+    let message = plain.as_str();
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return message.to_owned();
     };

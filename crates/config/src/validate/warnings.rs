@@ -12,6 +12,8 @@ use crate::runtime::{Listener, Server};
 const WORKERS_PER_CPU: usize = 4;
 /// Below this, gRPC metadata (auth tokens, tracing headers) gets refused.
 const MIN_SANE_HEADER_BYTES: u32 = 4096;
+/// Connection lifetimes below this make clients reconnect all the time.
+const MIN_SANE_CONNECTION_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Above this, one client can make the proxy hold a lot of memory per stream.
 const MAX_SANE_HEADER_BYTES: u32 = 1 << 20;
 
@@ -154,6 +156,32 @@ impl Validator<'_> {
             );
         }
         for (i, (l, l_file)) in listeners.iter().zip(&file.listeners).enumerate() {
+            let key = KeyPath::root("listeners").index(i);
+            let short = [
+                (
+                    "max_connection_age",
+                    l.max_connection_age,
+                    l_file.get_ref().max_connection_age.as_ref(),
+                    "every client reconnects that often",
+                ),
+                (
+                    "idle_timeout",
+                    Some(l.idle_timeout),
+                    l_file.get_ref().idle_timeout.as_ref(),
+                    "clients between two calls are disconnected and must reconnect",
+                ),
+            ];
+            for (name, value, written, effect) in short {
+                if let (Some(value), Some(written)) = (value, written)
+                    && value < MIN_SANE_CONNECTION_TIME
+                {
+                    self.warn(
+                        &written.span(),
+                        &key.key(name),
+                        format!("{value:?} is very short: {effect}"),
+                    );
+                }
+            }
             let Some(bytes) = l_file.get_ref().max_header_bytes.as_ref() else {
                 continue;
             };

@@ -166,11 +166,14 @@ async fn reload(view: &Arc<View>, method: &Method) -> Response<Full<Bytes>> {
     // Reading files, binding sockets and building TLS configs block: not on the runtime.
     let result = tokio::task::spawn_blocking(move || core.reload()).await;
     match result {
-        Ok(Ok(generation)) => with_type(
-            StatusCode::OK,
-            "application/json",
-            serde_json::json!({ "generation": generation }).to_string(),
-        ),
+        Ok(Ok(generation)) => {
+            tracing::info!(generation, "POST /reload: configuration reloaded");
+            with_type(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({ "generation": generation }).to_string(),
+            )
+        }
         Ok(Err(error)) => {
             log_refused(&error, "POST /reload");
             with_type(
