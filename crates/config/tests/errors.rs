@@ -509,3 +509,31 @@ fn every_bad_value_of_a_table_is_reported() {
         "{lines:?}"
     );
 }
+
+/// Type errors and value errors come in the same round: fixing one never reveals another.
+#[test]
+fn type_and_value_errors_are_reported_together() {
+    let text = r#"[server]
+drain_timeout = "5"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:8080"
+[[listeners.routes]]
+cluster = "nope"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+lb = 5
+"#;
+    let lines = common::lines(text);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("t.toml:2:17: server.drain_timeout: invalid duration"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("unknown cluster `nope`"), "{lines:?}");
+    assert!(
+        lines[2].starts_with("t.toml:11:6: clusters[0].lb: invalid type"),
+        "{lines:?}"
+    );
+}

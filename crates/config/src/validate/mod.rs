@@ -100,16 +100,6 @@ pub(crate) fn parse_text(
         text,
         root: Some(root.get_ref()),
     };
-    let file = match FileConfig::deserialize(toml::de::Deserializer::from(root.clone())) {
-        Ok(file) => file,
-        Err(first) => {
-            return Err(ConfigErrors::new(shape_errors(
-                &src,
-                root.get_ref(),
-                &first,
-            )));
-        }
-    };
     let base_dir = source_path
         .as_deref()
         .and_then(std::path::Path::parent)
@@ -120,6 +110,29 @@ pub(crate) fn parse_text(
         warnings: Vec::new(),
         base_dir,
         depth,
+    };
+    let file = match FileConfig::deserialize(toml::de::Deserializer::from(root.clone())) {
+        Ok(file) => file,
+        Err(first) => {
+            let (mut errors, repaired) = shape_errors(&src, root.get_ref(), &first);
+            // The value checks on what is left, so their errors come in the same round.
+            let repaired = Spanned::new(root.span(), repaired);
+            if let Ok(file) = FileConfig::deserialize(toml::de::Deserializer::from(repaired)) {
+                v.config(&file, None);
+                // Not about a table whose key was taken out (a missing `endpoints`, say,
+                // would only echo the mistake inside it).
+                let near = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
+                let shaped: Vec<String> = errors.iter().map(|e| e.key().to_owned()).collect();
+                errors.extend(
+                    v.errors
+                        .into_iter()
+                        .filter(|e| !shaped.iter().any(|k| near(k, e.key()))),
+                );
+                errors.sort_by_key(|e| (e.line(), e.col()));
+                errors.dedup_by(|a, b| a.to_string() == b.to_string());
+            }
+            return Err(ConfigErrors::new(errors));
+        }
     };
     let mut config = v.config(&file, source_path);
     if v.errors.is_empty() {
@@ -132,111 +145,151 @@ pub(crate) fn parse_text(
 }
 
 /// Serde stops at the first error; to report them all, each section and each element of
-/// `[[listeners]]` / `[[clusters]]` is deserialized again on its own.
-fn shape_errors(src: &Source<'_>, root: &DeTable<'_>, first: &toml::de::Error) -> Vec<ConfigError> {
+/// `[[listeners]]` / `[[clusters]]` is deserialized again on its own. Returns the errors
+/// and the tree with every bad key taken out, so that the value checks can still run on
+/// what is left (a wrong type then hides no other mistake of the file).
+fn shape_errors<'t>(
+    src: &Source<'_>,
+    root: &DeTable<'t>,
+    first: &toml::de::Error,
+) -> (Vec<ConfigError>, DeTable<'t>) {
     let mut errors = Vec::new();
+    let mut repaired = DeTable::new();
     // serde stops at a table's first bad key; each bad key is taken out in turn and the
     // table checked again, so a wrong type does not hide the next key's mistake.
-    let check = |value: &Spanned<DeValue<'_>>,
+    let check = |value: &Spanned<DeValue<'t>>,
                  errors: &mut Vec<ConfigError>,
-                 f: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
+                 f: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>|
+     -> Spanned<DeValue<'t>> {
         let mut current = value.clone();
         for round in 0..MAX_ERRORS_PER_TABLE {
             let Some(e) = f(ValueDeserializer::from(current.clone())) else {
-                return;
+                break;
             };
             // Once a key was taken out, "missing field" may be its echo: not reported.
             if round > 0 && e.message().starts_with("missing field") {
-                return;
+                break;
             }
             errors.push(serde_error(src, &e, &value.span()));
             let Some(at) = e.span().map(|s| s.start) else {
-                return;
+                break;
             };
             let DeValue::Table(table) = current.get_ref() else {
-                return;
+                break;
             };
             let bad = table
                 .iter()
                 .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
                 .map(|(k, _)| k.get_ref().clone());
-            let Some(bad) = bad else { return };
+            let Some(bad) = bad else { break };
             let mut rest = table.clone();
             rest.remove(bad.as_ref());
             current = Spanned::new(current.span(), DeValue::Table(rest));
         }
+        current
     };
     for (key, value) in root.iter() {
-        match key.get_ref().as_ref() {
-            "server" => check(value, &mut errors, de_err::<Spanned<crate::file::ServerFile>>),
-            "admin" => check(value, &mut errors, de_err::<Spanned<crate::file::AdminFile>>),
+        let kept = match key.get_ref().as_ref() {
+            "server" => check(
+                value,
+                &mut errors,
+                de_err::<Spanned<crate::file::ServerFile>>,
+            ),
+            "admin" => check(
+                value,
+                &mut errors,
+                de_err::<Spanned<crate::file::AdminFile>>,
+            ),
             "log" => check(value, &mut errors, de_err::<Spanned<crate::file::LogFile>>),
             "listeners" => match value.get_ref() {
                 DeValue::Array(items) => {
-                    for item in items.iter() {
-                        listener_shape_errors(item, &mut errors, &check);
-                    }
+                    let kept = items
+                        .iter()
+                        .map(|item| listener_shape_errors(item, &mut errors, &check))
+                        .collect();
+                    Spanned::new(value.span(), DeValue::Array(kept))
                 }
                 _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
             },
             "clusters" => match value.get_ref() {
                 DeValue::Array(items) => {
-                    for item in items.iter() {
-                        check(item, &mut errors, de_err::<Spanned<ClusterFile>>);
-                    }
+                    let kept = items
+                        .iter()
+                        .map(|item| check(item, &mut errors, de_err::<Spanned<ClusterFile>>))
+                        .collect();
+                    Spanned::new(value.span(), DeValue::Array(kept))
                 }
                 _ => check(value, &mut errors, de_err::<Vec<IgnoredAny>>),
             },
-            other => errors.push(src.error(
-                &src.key_span(&KeyPath::root(other), &key.span()),
-                &KeyPath::root(other),
-                format!(
-                    "unknown key `{other}`, expected one of `server`, `admin`, `log`, `listeners`, `clusters`"
-                ),
-            )),
-        }
+            other => {
+                errors.push(src.error(
+                    &src.key_span(&KeyPath::root(other), &key.span()),
+                    &KeyPath::root(other),
+                    format!(
+                        "unknown key `{other}`, expected one of `server`, `admin`, `log`, `listeners`, `clusters`"
+                    ),
+                ));
+                continue;
+            }
+        };
+        repaired.insert(key.clone(), kept);
     }
     if errors.is_empty() {
         errors.push(serde_error(src, first, &(0..0)));
     }
     errors.sort_by_key(|e| (e.line(), e.col()));
-    errors
+    (errors, repaired)
 }
 
 /// A bound on the errors reported for one table (each costs a deserialization).
 const MAX_ERRORS_PER_TABLE: usize = 32;
 
-/// How [`shape_errors`] checks one value: deserialize it as a given type, record the error.
-type ShapeCheck<'c> = dyn Fn(
-        &Spanned<DeValue<'_>>,
+/// How [`shape_errors`] checks one value: deserialize it as a given type, record the
+/// errors, return the value without its bad keys.
+type ShapeCheck<'c, 't> = dyn Fn(
+        &Spanned<DeValue<'t>>,
         &mut Vec<ConfigError>,
         fn(ValueDeserializer<'_>) -> Option<toml::de::Error>,
-    ) + 'c;
+    ) -> Spanned<DeValue<'t>>
+    + 'c;
 
 /// A listener's own keys and each of its routes are checked apart, so that mistakes in
 /// two routes are both reported.
-fn listener_shape_errors(
-    item: &Spanned<DeValue<'_>>,
+fn listener_shape_errors<'t>(
+    item: &Spanned<DeValue<'t>>,
     errors: &mut Vec<ConfigError>,
-    check: &ShapeCheck<'_>,
-) {
+    check: &ShapeCheck<'_, 't>,
+) -> Spanned<DeValue<'t>> {
     let DeValue::Table(table) = item.get_ref() else {
-        check(item, errors, de_err::<Spanned<ListenerFile>>);
-        return;
+        return check(item, errors, de_err::<Spanned<ListenerFile>>);
     };
     let mut without_routes = table.clone();
     let routes = without_routes.remove("routes");
     let own = Spanned::new(item.span(), DeValue::Table(without_routes));
-    check(&own, errors, de_err::<Spanned<ListenerFile>>);
-    match routes.as_ref().map(|r| (r, r.get_ref())) {
-        Some((_, DeValue::Array(routes))) => {
-            for route in routes.iter() {
-                check(route, errors, de_err::<Spanned<RouteFile>>);
+    let own = check(&own, errors, de_err::<Spanned<ListenerFile>>);
+    let DeValue::Table(mut kept) = own.into_inner() else {
+        return item.clone();
+    };
+    if let Some(routes) = routes {
+        match routes.get_ref() {
+            DeValue::Array(items) => {
+                let checked = items
+                    .iter()
+                    .map(|route| check(route, errors, de_err::<Spanned<RouteFile>>))
+                    .collect();
+                let key = table
+                    .keys()
+                    .find(|k| k.get_ref() == "routes")
+                    .cloned()
+                    .unwrap_or_else(|| Spanned::new(0..0, "routes".into()));
+                kept.insert(key, Spanned::new(routes.span(), DeValue::Array(checked)));
+            }
+            _ => {
+                check(&routes, errors, de_err::<Vec<IgnoredAny>>);
             }
         }
-        Some((routes, _)) => check(routes, errors, de_err::<Vec<IgnoredAny>>),
-        None => {}
     }
+    Spanned::new(item.span(), DeValue::Table(kept))
 }
 
 /// The error of deserializing the value as `T`, if any.
