@@ -537,3 +537,16 @@ lb = 5
         "{lines:?}"
     );
 }
+
+/// `[listeners.tls]` with no `[[listeners]]` before it: one error that says how to write it.
+#[test]
+fn a_sub_table_before_its_array_is_explained_once() {
+    let lines = common::lines(
+        "[listeners.tls]\ncert = \"a\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("write `[[listeners]]` (double brackets)"),
+        "{lines:?}"
+    );
+}

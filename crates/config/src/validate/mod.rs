@@ -128,9 +128,9 @@ pub(crate) fn parse_text(
                         .into_iter()
                         .filter(|e| !shaped.iter().any(|k| near(k, e.key()))),
                 );
-                errors.sort_by_key(|e| (e.line(), e.col()));
-                errors.dedup_by(|a, b| a.to_string() == b.to_string());
             }
+            errors.sort_by_key(|e| (e.line(), e.col()));
+            errors.dedup_by(|a, b| a.to_string() == b.to_string());
             return Err(ConfigErrors::new(errors));
         }
     };
@@ -236,6 +236,24 @@ fn shape_errors<'t>(
     }
     if errors.is_empty() {
         errors.push(serde_error(src, first, &(0..0)));
+    }
+    // `[listeners.tls]` before any `[[listeners]]` makes `listeners` a table: say how to
+    // write it rather than only what serde expected.
+    for e in &mut errors {
+        for section in ["listeners", "clusters"] {
+            if e.key().starts_with(section)
+                && e.message()
+                    .contains("invalid type: map, expected a sequence")
+            {
+                *e = src.error(
+                    &src.key_span(&KeyPath::root(section), &(0..0)),
+                    &KeyPath::root(section),
+                    format!(
+                        "`{section}` is an array of tables: write `[[{section}]]` (double brackets) before its sub-tables such as `[{section}.tls]`"
+                    ),
+                );
+            }
+        }
     }
     errors.sort_by_key(|e| (e.line(), e.col()));
     (errors, repaired)
