@@ -97,6 +97,9 @@ impl std::error::Error for ConfigError {}
 #[error("{}", render(&self.errors))]
 pub struct ConfigErrors {
     errors: Vec<ConfigError>,
+    /// Warnings found beside the errors (`file:line:col: key: message` lines), so that
+    /// `check` can show both at once.
+    warnings: Vec<String>,
 }
 
 fn render(errors: &[ConfigError]) -> String {
@@ -111,7 +114,21 @@ impl ConfigErrors {
     /// Wraps a non-empty list of errors.
     pub(crate) fn new(errors: Vec<ConfigError>) -> Self {
         debug_assert!(!errors.is_empty());
-        Self { errors }
+        Self {
+            errors,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The same errors, with the warnings found beside them.
+    pub(crate) fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Warnings found beside the errors (empty when validation stopped early).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The errors in file order (syntax errors first, as nothing else is checked then).

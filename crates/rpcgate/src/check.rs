@@ -45,7 +45,7 @@ pub fn main(args: CheckArgs) -> ExitCode {
                     )
                 })
                 .collect(),
-            Vec::new(),
+            errors.warnings().to_vec(),
         ),
     };
     if args.json {

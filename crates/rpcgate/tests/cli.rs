@@ -152,6 +152,23 @@ fn check_json_prints_errors_and_warnings_as_objects() {
     assert_eq!(report["ok"], true);
     let warnings = report["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 2, "{report}");
+
+    // Warnings come with the errors too, so an editor shows both at once.
+    let both = config_file(
+        "both-json.toml",
+        "[[listeners]]\nname = \"edge\"\naddress = \"127.0.0.1:8080\"\nmax_header_bytes = 100\n[[listeners.routes]]\ncluster = \"nope\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    let output = rpcgate()
+        .args(["check", "--json", "-c"])
+        .arg(&both)
+        .output()
+        .unwrap();
+    let both: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(both["errors"].as_array().unwrap().len(), 1, "{both}");
+    assert_eq!(
+        both["warnings"][0]["key"], "listeners[0].max_header_bytes",
+        "{both}"
+    );
     assert_eq!(warnings[1]["line"], 6);
     assert_eq!(warnings[1]["key"], "listeners[0].routes[1]");
     assert!(

@@ -124,14 +124,14 @@ pub(crate) fn parse_text(
                 let near = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
                 let shaped: Vec<String> = errors.iter().map(|e| e.key().to_owned()).collect();
                 errors.extend(
-                    v.errors
+                    std::mem::take(&mut v.errors)
                         .into_iter()
                         .filter(|e| !shaped.iter().any(|k| near(k, e.key()))),
                 );
             }
             errors.sort_by_key(|e| (e.line(), e.col()));
             errors.dedup_by(|a, b| a.to_string() == b.to_string());
-            return Err(ConfigErrors::new(errors));
+            return Err(ConfigErrors::new(errors).with_warnings(v.warnings));
         }
     };
     let mut config = v.config(&file, source_path);
@@ -140,7 +140,7 @@ pub(crate) fn parse_text(
         Ok(config)
     } else {
         v.errors.sort_by_key(|e| (e.line(), e.col()));
-        Err(ConfigErrors::new(v.errors))
+        Err(ConfigErrors::new(v.errors).with_warnings(v.warnings))
     }
 }
 
