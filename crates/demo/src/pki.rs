@@ -67,6 +67,14 @@ pub enum PkiError {
         /// What rcgen said.
         source: rcgen::Error,
     },
+    /// A host is not an IP address nor a DNS name (a URL, a port, a space, …).
+    #[error("invalid host {host:?} for the server certificate: {why}")]
+    NotAHost {
+        /// The host as given.
+        host: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A client certificate's common name cannot be encoded.
     #[error("invalid common name {name:?}: {source}")]
     InvalidName {
@@ -220,11 +228,23 @@ fn set_validity(params: &mut CertificateParams) {
     params.not_after = now + VALIDITY;
 }
 
-fn ca_params() -> CertificateParams {
+/// The CA's parameters. Its common name carries a fingerprint of its key, so that two
+/// development PKIs never share a subject: a certificate from another PKI is then
+/// reported as `UnknownIssuer` (as `docs/tls.md` says), not as a bad signature from a CA
+/// of the same name.
+fn ca_params(ca_key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
+    let fingerprint: String = ca_key
+        .public_key_raw()
+        .iter()
+        .rev()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("{CA_COMMON_NAME} {fingerprint}"),
+    );
     params
         .distinguished_name
         .push(DnType::OrganizationName, "rpcgate");
@@ -254,6 +274,32 @@ fn leaf_params(
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params);
     params
+}
+
+/// Whether `host` can name a server: an IP address, or a DNS name of labels made of
+/// letters, digits and `-` (a leading `*.` for a wildcard).
+fn plausible_host(host: &str) -> Result<(), &'static str> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains("://") {
+        return Err("write the host alone, without a scheme such as https://");
+    }
+    if host.contains(':') {
+        return Err("write the host alone, without a port");
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if !labels_ok || name.len() > 253 {
+        return Err("expected an IP address or a DNS name (letters, digits, '-' and '.')");
+    }
+    Ok(())
 }
 
 impl DevPki {
@@ -288,6 +334,12 @@ impl DevPki {
         };
         let mut server_params = CertificateParams::default();
         for host in &hosts {
+            if let Err(why) = plausible_host(host) {
+                return Err(PkiError::NotAHost {
+                    host: host.clone(),
+                    why,
+                });
+            }
             let one = CertificateParams::new(vec![host.clone()]).map_err(|source| {
                 PkiError::InvalidHost {
                     host: host.clone(),
@@ -306,7 +358,7 @@ impl DevPki {
         );
 
         let ca_key = KeyPair::generate()?;
-        let ca_params = ca_params();
+        let ca_params = ca_params(&ca_key);
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params.clone(), ca_key);
