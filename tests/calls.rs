@@ -614,6 +614,7 @@ async fn spawn_header_echo_server() -> SocketAddr {
             .header("x-hop-resp", "1")
             .header("keep-alive", "timeout=5")
             .header("x-end-to-end", "kept")
+            .header("server", "BaseHTTP/0.6 Python/3.11.7")
             .body(lines)
             .unwrap()
     })
@@ -672,5 +673,7 @@ response_headers = { "x-frame-options" = "DENY" }"#,
     );
     assert_eq!(head.headers.get("x-end-to-end").unwrap(), "kept");
     assert_eq!(head.headers.get("x-frame-options").unwrap(), "DENY");
+    // The backend's software is not told to clients (as NGINX hides `server`).
+    assert!(!head.headers.contains_key("server"), "{:?}", head.headers);
     proxy.shutdown().await;
 }

@@ -31,6 +31,13 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Drops what a backend's response says about its software (`server`), as NGINX hides it
+/// by default: clients learn nothing about what runs behind the proxy, and rpcgate adds
+/// no `server` header of its own. A route's `response_headers` can set one.
+pub(crate) fn hide_backend(headers: &mut HeaderMap) {
+    headers.remove(http::header::SERVER);
+}
+
 /// Removes the hop-by-hop headers, and those the `connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(header::CONNECTION) {

@@ -56,6 +56,7 @@ fn from_h2(
         return end.respond(Verdict::new(Cause::UpstreamHttpError(head.status)));
     }
     // No hop-by-hop scan: the h2 codec refuses a response carrying such headers.
+    headers::hide_backend(&mut head.headers);
     headers::set_all(&mut head.headers, &target.route.response_headers);
     if end.retries > 0 {
         // gRPC's retry design: the client learns how many attempts came before (those
@@ -92,6 +93,7 @@ fn from_http1(
     Verdict::completed(None, head.status).settle(guard, &target.cluster.name);
     end.status = head.status.as_u16();
     headers::strip_hop_by_hop(&mut head.headers);
+    headers::hide_backend(&mut head.headers);
     headers::set_all(&mut head.headers, &target.route.response_headers);
     let status = head.status;
     Response::from_parts(
