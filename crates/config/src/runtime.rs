@@ -124,6 +124,8 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// `[listeners.tls]`: TLS with ALPN h2 and http/1.1, when present.
     pub tls: Option<ListenerTls>,
+    /// `allow` / `deny`: which client addresses may connect (checked once per connection).
+    pub access: AccessList,
 }
 
 /// A PEM file named in the configuration, read when the configuration is loaded so that
@@ -197,6 +199,8 @@ pub struct Route {
     pub response_headers: Vec<(String, String)>,
     /// `retry`: retries beyond the transparent ones, when the route asks for them.
     pub retry: Option<RetryPolicy>,
+    /// `allow` / `deny`: which client addresses may use this route.
+    pub access: AccessList,
 }
 
 /// A route's `retry` table: which final gRPC statuses are retried, how often, how far
@@ -380,4 +384,65 @@ pub struct PassiveHealth {
     pub max_fails: u32,
     /// The window for counting failures and the length of an ejection.
     pub fail_timeout: Duration,
+}
+
+/// An IPv4 or IPv6 network in CIDR form (`10.0.0.0/8`, `::1/128`; a bare address is the
+/// one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address (host bits cleared).
+    pub network: std::net::IpAddr,
+    /// The prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network. An IPv4 address written as IPv4-mapped IPv6
+    /// (`::ffff:10.0.0.1`, what a dual-stack socket reports) counts as IPv4.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `allow` / `deny`: which client addresses may use a listener or a route. Deny wins; an
+/// empty `allow` allows everyone not denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    /// Networks allowed (empty: all).
+    pub allow: Vec<Cidr>,
+    /// Networks denied, whatever `allow` says.
+    pub deny: Vec<Cidr>,
+}
+
+impl AccessList {
+    /// Whether the list lets `ip` through.
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|c| c.contains(ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Whether the list lets everyone through (nothing to check per connection or call).
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
 }

@@ -106,11 +106,9 @@ fn the_verbatim_listing_reports_each_refused_key_at_its_line() {
     let got = short_lines(&dir, &load_listing(&dir, SPEC));
     let want = [
         "rpcgate.toml:7:1: admin.xds is not implemented yet",
-        "rpcgate.toml:28:1: listeners.allow is not implemented yet",
         "rpcgate.toml:30:1: listeners.rate_limit is not implemented yet",
         "rpcgate.toml:40:11: listeners[0].routes[0].cluster: unknown cluster `auth` (defined clusters: laptop)",
         "rpcgate.toml:47:1: routes.max_message_bytes is not implemented yet",
-        "rpcgate.toml:48:1: routes.allow is not implemented yet",
         "rpcgate.toml:49:1: routes.rate_limit is not implemented yet",
         "rpcgate.toml:55:11: listeners[0].routes[2].cluster: unknown cluster `rest` (defined clusters: laptop)",
         "rpcgate.toml:61:1: clusters[0].hash_key: hash_key is only used with lb = \"ring_hash\"",
@@ -134,12 +132,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
     let want = [
         (7, 1, "admin.xds", "admin.xds is not implemented yet"),
         (
-            28,
-            1,
-            "listeners[0].allow",
-            "listeners.allow is not implemented yet",
-        ),
-        (
             30,
             1,
             "listeners[0].rate_limit",
@@ -150,12 +142,6 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
             1,
             "listeners[0].routes[1].max_message_bytes",
             "routes.max_message_bytes is not implemented yet",
-        ),
-        (
-            48,
-            1,
-            "listeners[0].routes[1].allow",
-            "routes.allow is not implemented yet",
         ),
         (
             49,
@@ -174,7 +160,7 @@ fn the_consistent_listing_reports_exactly_the_not_implemented_keys() {
     // The line form drops the key path, since the message names the key.
     assert_eq!(
         short_lines(&dir, &errors)[1],
-        "rpcgate.toml:28:1: listeners.allow is not implemented yet"
+        "rpcgate.toml:30:1: listeners.rate_limit is not implemented yet"
     );
 }
 
@@ -265,7 +251,7 @@ fn keys_with_an_off_value_are_refused_only_when_turned_on() {
             "t.toml:6:1: listeners.grpc_web is not implemented yet",
             "t.toml:7:1: listeners.cors_allowed_origins is not implemented yet",
             "t.toml:8:1: listeners.compression is not implemented yet",
-            "t.toml:9:1: listeners.deny is not implemented yet",
+            "t.toml:9:9: listeners[0].deny[0]: invalid network \"https://example.com\": expected an IPv4 or IPv6 address, e.g. \"10.0.0.0/8\" or \"::1\"",
         ]
     );
 }
@@ -279,13 +265,9 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "listeners.grpc_web",
         "listeners.cors_allowed_origins",
         "listeners.compression",
-        "listeners.allow",
-        "listeners.deny",
         "listeners.rate_limit",
         "routes.rate_limit",
         "routes.max_message_bytes",
-        "routes.allow",
-        "routes.deny",
         "clusters.discovery",
     ];
     assert_eq!(NOT_IMPLEMENTED, covered);
@@ -294,11 +276,19 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
 /// A route's `deny` (not in the listing) is refused like its `allow`; `xds = false` and
 /// both `client_error_detail` values are taken, a typo in either is an error at its value.
 #[test]
-fn route_deny_admin_xds_and_client_error_detail() {
-    let deny = common::minimal_with("cluster = \"backends\"", "deny = [\"10.0.0.0/8\"]");
+fn route_access_lists_admin_xds_and_client_error_detail() {
+    let deny = common::minimal_with(
+        "cluster = \"backends\"",
+        "allow = [\"10.0.0.0/8\", \"::1\"]\ndeny = [\"10.1.0.0/16\"]",
+    );
+    let access = &common::ok(&deny).listeners[0].routes[0].access;
+    assert_eq!((access.allow.len(), access.deny.len()), (2, 1));
+    let bad = common::minimal_with("cluster = \"backends\"", "deny = [\"10.0.0.1/8\"]");
     assert_eq!(
-        common::lines(&deny),
-        ["t.toml:8:1: routes.deny is not implemented yet"]
+        common::lines(&bad),
+        [
+            "t.toml:8:9: listeners[0].routes[0].deny[0]: invalid network \"10.0.0.1/8\": host bits are set: write 10.0.0.0/8, or the address alone for just that host"
+        ]
     );
     for detail in ["reason", "full"] {
         let text = format!(

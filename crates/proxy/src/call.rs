@@ -110,6 +110,13 @@ async fn proxy_call(
         generation.log.client_error_detail,
     );
 
+    // 0. the listener's access list, decided when the connection was accepted
+    if !conn.allowed {
+        return end.respond(Verdict::new(Cause::NotAllowed {
+            client: conn.peer.ip(),
+            on: format!("listener {}", listener.name),
+        }));
+    }
     // 1. route
     let view = RequestView {
         path: parts.uri.path(),
@@ -134,6 +141,12 @@ async fn proxy_call(
             route.stats.clone(),
             route.stats.method(parts.uri.path(), grpc),
         );
+    }
+    if !route.access.is_open() && !route.access.permits(conn.peer.ip()) {
+        return end.respond(Verdict::new(Cause::NotAllowed {
+            client: conn.peer.ip(),
+            on: format!("route {}", route.name),
+        }));
     }
     // 2. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);

@@ -74,6 +74,7 @@ pub(crate) fn client_message(
         | Cause::ClientGone
         | Cause::Panicked
         | Cause::ShuttingDown
+        | Cause::NotAllowed { .. }
         | Cause::CircuitOpen { .. }
         | Cause::AtMaxRequests { .. } => cause.to_string(),
     }

@@ -43,6 +43,9 @@ pub(crate) struct ConnCtx {
     pub(crate) last_active_ms: AtomicU64,
     /// When the connection was accepted.
     pub(crate) since: Instant,
+    /// Whether the listener's `allow` / `deny` lets this client in (decided at accept;
+    /// a refused client's calls get PERMISSION_DENIED, none reaches a backend).
+    pub(crate) allowed: bool,
 }
 
 impl ConnCtx {
@@ -53,6 +56,7 @@ impl ConnCtx {
         peer: SocketAddr,
         upstreams: Arc<Upstreams>,
         client_identity: Option<ClientIdentity>,
+        allowed: bool,
     ) -> Self {
         Self {
             generations,
@@ -66,6 +70,7 @@ impl ConnCtx {
             active: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(0),
             since: Instant::now(),
+            allowed,
         }
     }
 

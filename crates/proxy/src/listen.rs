@@ -456,6 +456,10 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let allowed = listener.settings.access.permits(peer.ip());
+        if !allowed {
+            listener.stats.denied(peer);
+        }
         let open = OpenConnection::new(listener.stats.clone());
         let new_ctx = {
             let generations = generations.clone();
@@ -468,6 +472,7 @@ async fn accept_loop(
                     peer,
                     upstreams,
                     client_identity,
+                    allowed,
                 ))
             }
         };

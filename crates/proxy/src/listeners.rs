@@ -51,8 +51,9 @@ pub(crate) struct BoundListener {
     /// Turns true when this listener is retired (a reload replaced or removed it, or the
     /// proxy stops): its connections close gracefully.
     pub(crate) retire: watch::Sender<bool>,
-    /// Its settings (routes left out: they live in the generation).
-    settings: Listener,
+    /// Its settings (routes left out: they live in the generation); `settings.access` is
+    /// the `allow` / `deny` list checked once per connection.
+    pub(crate) settings: Listener,
 }
 
 impl std::fmt::Debug for BoundListener {

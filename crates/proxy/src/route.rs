@@ -135,6 +135,7 @@ mod tests {
             request_headers: vec![],
             response_headers: vec![],
             retry: None,
+            access: rpcgate_config::AccessList::default(),
         }
     }
 

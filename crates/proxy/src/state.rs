@@ -109,6 +109,8 @@ pub(crate) struct RouteState {
     pub(crate) stats: Arc<RouteStats>,
     /// What it matches, as the file says it (for `/status`).
     pub(crate) matcher: rpcgate_config::RouteMatch,
+    /// `allow` / `deny` for this route.
+    pub(crate) access: rpcgate_config::AccessList,
 }
 
 /// A cluster, ready for the hot path.
@@ -176,6 +178,7 @@ impl Generation {
                         Ok(RouteState {
                             stats: stats.route(&listener.name, &route.name, &cluster.name),
                             matcher: route.matcher.clone(),
+                            access: route.access.clone(),
                             name: route.name.as_str().into(),
                             cluster,
                             timeout: route.timeout,

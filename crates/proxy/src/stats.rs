@@ -284,6 +284,9 @@ pub(crate) struct ListenerStats {
     pub(crate) refused: AtomicU64,
     /// TLS handshakes that failed or did not finish in time.
     pub(crate) tls_failures: AtomicU64,
+    /// Connections from addresses the listener's `allow` / `deny` refuses.
+    pub(crate) access_denied: AtomicU64,
+    denied_log: LogLimit,
     refusal_log: LogLimit,
     /// Also used for failed accepts (out of file descriptors and the like).
     pub(crate) trouble_log: LogLimit,
@@ -298,6 +301,8 @@ impl ListenerStats {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
+            access_denied: AtomicU64::new(0),
+            denied_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
             refusal_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
             trouble_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
             tls_log: LogLimit::new(CONNECTION_LOG_INTERVAL),
@@ -314,6 +319,20 @@ impl ListenerStats {
                 max_connections = limit,
                 refused,
                 "max_connections reached: new connections are refused (closed at once) until some close; {refused} refused since the last report"
+            );
+        }
+    }
+
+    /// Counts a connection from an address the access list refuses, and logs it at info
+    /// (rate-limited): its calls get PERMISSION_DENIED.
+    pub(crate) fn denied(&self, peer: std::net::SocketAddr) {
+        self.access_denied.fetch_add(1, Ordering::Relaxed);
+        if let Some(denied) = self.denied_log.event() {
+            tracing::info!(
+                listener = %self.name,
+                %peer,
+                denied,
+                "client address not allowed (allow/deny): its calls get PERMISSION_DENIED ({denied} since the last report)"
             );
         }
     }

@@ -252,6 +252,13 @@ pub enum Cause {
     Panicked,
     /// The call was still running when the shutdown drain's `drain_timeout` ran out.
     ShuttingDown,
+    /// The client's address is not allowed (`allow` / `deny`) on this listener or route.
+    NotAllowed {
+        /// The client's address.
+        client: std::net::IpAddr,
+        /// Where: `listener NAME` or `route NAME`.
+        on: String,
+    },
     /// The cluster's circuit breaker is open (or half-open with its trials in flight).
     CircuitOpen {
         /// The cluster.
@@ -290,6 +297,7 @@ impl Cause {
             Cause::BadRequest(_) => "bad_request",
             Cause::Panicked => "panic",
             Cause::ShuttingDown => "shutting_down",
+            Cause::NotAllowed { .. } => "denied",
             Cause::CircuitOpen { .. } => "circuit_open",
             Cause::AtMaxRequests { .. } => "max_requests",
         })
@@ -377,6 +385,9 @@ impl fmt::Display for Cause {
             Cause::ShuttingDown => f.write_str(
                 "rpcgate is shutting down: the call did not finish within drain_timeout",
             ),
+            Cause::NotAllowed { client, on } => {
+                write!(f, "client address {client} is not allowed on {on}")
+            }
             Cause::CircuitOpen {
                 cluster,
                 retry_after,
@@ -575,6 +586,14 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             unavailable,
             H::Ignore,
         ),
+        // An access list refused the client: no backend saw the call.
+        Cause::NotAllowed { .. } => (
+            F::Client,
+            No,
+            Some(Code::PERMISSION_DENIED),
+            StatusCode::FORBIDDEN,
+            H::Ignore,
+        ),
         // The proxy sparing a cluster: no backend saw the call.
         Cause::CircuitOpen { .. } | Cause::AtMaxRequests { .. } => (
             F::Proxy,
@@ -641,7 +660,13 @@ impl Verdict {
     /// no endpoint at all).
     pub fn breaker_failure(&self) -> Option<bool> {
         match (&self.cause, self.health) {
-            (Cause::ClientCancelled(_) | Cause::ClientGone | Cause::ShuttingDown, _) => None,
+            (
+                Cause::ClientCancelled(_)
+                | Cause::ClientGone
+                | Cause::ShuttingDown
+                | Cause::NotAllowed { .. },
+                _,
+            ) => None,
             // No endpoint at all is a configuration matter, not a failing backend.
             (Cause::NoEndpoint { .. }, _) => None,
             (Cause::NoBackendTookIt { .. }, _) => Some(true),

@@ -69,12 +69,7 @@ impl Validator<'_> {
         if let Some(v) = l.compression.as_ref().filter(|v| *v.get_ref()) {
             self.not_implemented("listeners.compression", &key.key("compression"), &v.span());
         }
-        if let Some(v) = l.allow.as_ref().filter(|v| !v.get_ref().is_empty()) {
-            self.not_implemented("listeners.allow", &key.key("allow"), &v.span());
-        }
-        if let Some(v) = l.deny.as_ref().filter(|v| !v.get_ref().is_empty()) {
-            self.not_implemented("listeners.deny", &key.key("deny"), &v.span());
-        }
+        let access = self.access_list(&l.allow, &l.deny, key);
         if let Some(v) = &l.rate_limit {
             self.not_implemented("listeners.rate_limit", &key.key("rate_limit"), &v.span());
         }
@@ -99,6 +94,7 @@ impl Validator<'_> {
             max_connection_age,
             routes,
             tls,
+            access,
         }
     }
 

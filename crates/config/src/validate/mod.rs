@@ -30,6 +30,7 @@ use crate::file::{ClusterFile, FileConfig, ListenerFile, RouteFile, Spanned};
 use crate::locate::{KeyPath, Source};
 use crate::runtime::{Cluster, Config, Listener};
 
+mod access;
 mod cluster;
 mod listener;
 mod route;
@@ -50,13 +51,9 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
     "listeners.compression",
-    "listeners.allow",
-    "listeners.deny",
     "listeners.rate_limit",
     "routes.rate_limit",
     "routes.max_message_bytes",
-    "routes.allow",
-    "routes.deny",
     "clusters.discovery",
 ];
 

@@ -103,12 +103,7 @@ impl Validator<'_> {
                 &v.span(),
             );
         }
-        if let Some(v) = r.allow.as_ref().filter(|v| !v.get_ref().is_empty()) {
-            self.not_implemented("routes.allow", &key.key("allow"), &v.span());
-        }
-        if let Some(v) = r.deny.as_ref().filter(|v| !v.get_ref().is_empty()) {
-            self.not_implemented("routes.deny", &key.key("deny"), &v.span());
-        }
+        let access = self.access_list(&r.allow, &r.deny, key);
         let request_headers = r
             .request_headers
             .as_ref()
@@ -127,6 +122,7 @@ impl Validator<'_> {
             request_headers,
             response_headers,
             retry,
+            access,
         }
     }
 

@@ -225,6 +225,17 @@ impl Collector for Scrape {
         )?;
         counters(
             &mut out,
+            "access_denied",
+            "Client connections from addresses the listener's allow/deny refuses (their calls get PERMISSION_DENIED).",
+            listeners.iter().map(|l| {
+                (
+                    [("listener", l.name.to_string())],
+                    l.access_denied.load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+        counters(
+            &mut out,
             "tls_handshake_failures",
             "TLS handshakes with clients that failed or did not finish within handshake_timeout.",
             listeners.iter().map(|l| {
