@@ -329,7 +329,7 @@ impl ListenerStats {
         self.access_denied.fetch_add(1, Ordering::Relaxed);
         if let Some(denied) = self.denied_log.event() {
             tracing::info!(
-                listener = %self.name,
+                listener = &*self.name,
                 %peer,
                 denied,
                 "client address not allowed (allow/deny): its calls get PERMISSION_DENIED ({denied} since the last report)"
