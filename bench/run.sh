@@ -13,7 +13,8 @@
 #
 # Usage: bench/run.sh [--quick] [--no-build] [--keep]
 #                     [--proxies "rpcgate rpcgate-admin nginx haproxy haproxy-1m"]
-#                     (rpcgate-admin: rpcgate with [admin], i.e. metrics on)
+#                     (rpcgate-admin: rpcgate with [admin], i.e. metrics on;
+#                      rpcgate-acl: rpcgate with allow/deny on the listener)
 #                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
@@ -169,8 +170,14 @@ log "backends b1=127.0.0.1:$B1 b2=127.0.0.1:$B2 (CPU 1)"
 # ------------------------------------------------------------------ proxies
 PROXY_PID=""
 start_rpcgate() {
-    # start_rpcgate PORT [tls] [admin]   (admin: with an [admin] API, i.e. metrics on)
+    # start_rpcgate PORT [tls] [admin|acl]   (admin: with an [admin] API, i.e. metrics on;
+    # acl: with allow/deny lists on the listener)
     local port=$1 tls=${2:-} admin=${3:-} dir="$WORK/rpcgate"
+    local acl=""
+    if [[ $admin == acl ]]; then
+        acl='allow = ["127.0.0.0/8"]
+deny = ["10.0.0.0/8", "192.168.0.0/16"]'
+    fi
     mkdir -p "$dir"
     local admin_table=""
     if [[ $admin == admin ]]; then
@@ -198,6 +205,7 @@ access_log = "off"
 [[listeners]]
 name = "bench"
 address = "127.0.0.1:$port"
+$acl
 $tls_table
 
 [[listeners.routes]]
@@ -362,6 +370,7 @@ for proxy in $PROXIES; do
         case "$proxy" in
             rpcgate) start_rpcgate "$port" "$tls" ;;
             rpcgate-admin) start_rpcgate "$port" "$tls" admin ;;
+            rpcgate-acl) start_rpcgate "$port" "$tls" acl ;;
             nginx) start_nginx "$port" "$tls" ;;
             haproxy) start_haproxy "$port" "$tls" ;;
             haproxy-1m) start_haproxy "$port" "$tls" 1048576 ;;
