@@ -487,3 +487,26 @@ async fn grpc_message_is_percent_encoded() {
     assert!(message.contains("/a%2520b.Svc/M"), "{message}");
     proxy.shutdown().await;
 }
+
+/// A route's `response_headers` (HSTS here) are on the proxy's own error answers too, not
+/// only on the backend's (NGINX needs `add_header … always` for that).
+#[tokio::test]
+async fn route_response_headers_are_on_proxy_made_errors_too() {
+    let config = OneCluster::new(format!("\"{}\"", dead_address()))
+        .route(r#"response_headers = { "strict-transport-security" = "max-age=63072000" }"#)
+        .build();
+    let proxy = common::start_proxy(&config);
+    let conn = raw_connect(proxy.addr).await;
+    let reply = bounded(common::raw_h2::raw_unary(
+        &conn.send,
+        common::raw_h2::grpc_head(proxy.addr, &[]),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(reply.grpc_status, Some(14), "{reply:?}");
+    assert_eq!(
+        reply.headers["strict-transport-security"], "max-age=63072000",
+        "{reply:?}"
+    );
+    proxy.shutdown().await;
+}

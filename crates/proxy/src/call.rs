@@ -143,17 +143,21 @@ async fn proxy_call(
         );
     }
     if !route.access.is_open() && !route.access.permits(conn.peer.ip()) {
-        return end.respond(Verdict::new(Cause::NotAllowed {
-            client: conn.peer.ip(),
-            on: format!("route {}", route.name),
-        }));
+        return refuse(
+            end,
+            route,
+            Verdict::new(Cause::NotAllowed {
+                client: conn.peer.ip(),
+                on: format!("route {}", route.name),
+            }),
+        );
     }
     // 2. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
     // 3. admission: max_requests and the circuit breaker
     match admission::admit(&route.cluster.limits) {
         Ok(admitted) => end.admitted(admitted),
-        Err(verdict) => return end.respond(verdict),
+        Err(verdict) => return refuse(end, route, verdict),
     }
     // 4. headers
     headers::prepare_request(
@@ -174,10 +178,19 @@ async fn proxy_call(
     let mut body = RequestBody::new(body);
     let answered = match attempt::run(&target, &parts, &mut body, &mut end).await {
         Ok(answered) => answered,
-        Err(verdict) => return end.respond(verdict),
+        Err(verdict) => return refuse(end, route, verdict),
     };
     // 6. response
     response::deliver(answered, &target, end)
+}
+
+/// Ends a routed call with a response of the proxy's own making, with the route's
+/// `response_headers` on it too (security headers such as HSTS belong on every answer of
+/// the route; NGINX needs `add_header … always` for that).
+fn refuse(end: CallEnd, route: &RouteState, verdict: Verdict) -> Response<ProxyBody> {
+    let mut response = end.respond(verdict);
+    headers::set_all(response.headers_mut(), &route.response_headers);
+    response
 }
 
 /// The `ring_hash` key of this call, hashed.
