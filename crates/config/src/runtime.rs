@@ -406,20 +406,24 @@ impl Cidr {
                 .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+        self.network.is_ipv4() == ip.is_ipv4() && self.masked(self.network) == self.masked(ip)
+    }
+
+    /// `ip` with the bits past this network's prefix cleared.
+    pub fn masked(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
                     .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
+                std::net::IpAddr::V4((u32::from(v4) & mask).into())
             }
-            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+            std::net::IpAddr::V6(v6) => {
                 let mask = u128::MAX
                     .checked_shl(128 - u32::from(self.prefix))
                     .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
+                std::net::IpAddr::V6((u128::from(v6) & mask).into())
             }
-            _ => false,
         }
     }
 }

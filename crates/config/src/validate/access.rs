@@ -61,31 +61,13 @@ pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, String> {
             .ok_or_else(|| format!("the prefix length must be 0 to {bits}"))?,
     };
     let cidr = Cidr { network, prefix };
-    if !cidr.contains(network) || masked(cidr) != network {
+    if cidr.masked(network) != network {
         return Err(format!(
             "host bits are set: write {}/{prefix}, or the address alone for just that host",
-            masked(cidr)
+            cidr.masked(network)
         ));
     }
     Ok(cidr)
-}
-
-/// The network address of `cidr` with its host bits cleared.
-fn masked(cidr: Cidr) -> std::net::IpAddr {
-    match cidr.network {
-        std::net::IpAddr::V4(v4) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(cidr.prefix))
-                .unwrap_or(0);
-            std::net::IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        std::net::IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(cidr.prefix))
-                .unwrap_or(0);
-            std::net::IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
 }
 
 #[cfg(test)]
