@@ -7,27 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::raw_h2::{RawConn, grpc_head, raw_unary};
+use common::raw_h2::{RawConn, connect_from, grpc_head, raw_unary};
 use common::{OneCluster, WAIT, start_proxy};
-use tokio::net::TcpSocket;
 use tokio::time::timeout;
-
-/// A raw HTTP/2 connection to `to` from the local address `from` (any port).
-async fn connect_from(from: &str, to: SocketAddr) -> RawConn {
-    let from: std::net::IpAddr = from.parse().unwrap();
-    let socket = if from.is_ipv4() {
-        TcpSocket::new_v4().unwrap()
-    } else {
-        TcpSocket::new_v6().unwrap()
-    };
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = socket.connect(to).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    RawConn {
-        send,
-        driver: tokio::spawn(connection),
-    }
-}
 
 /// The gRPC status and message of one SayHello on `conn`.
 async fn call(conn: &RawConn, to: SocketAddr) -> (u32, String) {

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::raw_h2::{SAY_HELLO, hello_message};
+use common::rss::RssPeak;
 use common::{OneCluster, TestProxy, WAIT, start_proxy};
 use rpcgate_demo::pb::helloworld::{HelloRequest, greeter_client::GreeterClient};
 use rpcgate_demo::{BackendHandle, meta, spawn_backend};
@@ -528,51 +529,6 @@ async fn flood(
             Vec::new()
         },
         end,
-    }
-}
-
-/// This process's resident set size, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("no VmRSS in /proc/self/status")
-}
-
-/// The highest RSS seen while it runs: sampled every few milliseconds by a thread of
-/// its own, so that a busy runtime cannot hide a short peak.
-struct RssPeak {
-    baseline: u64,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sampler: std::thread::JoinHandle<u64>,
-}
-
-impl RssPeak {
-    fn start() -> Self {
-        let baseline = rss_kib();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let sampler = std::thread::spawn(move || {
-            let mut peak = rss_kib();
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak.max(rss_kib())
-        });
-        Self {
-            baseline,
-            stop,
-            sampler,
-        }
-    }
-
-    /// The growth over the baseline at the peak, in KiB.
-    fn growth(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.sampler.join().unwrap().saturating_sub(self.baseline)
     }
 }
 

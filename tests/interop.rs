@@ -12,7 +12,7 @@
 mod common;
 
 use common::interop::{run_driver, venv_python_or_skip};
-use common::{simple_config, start_proxy};
+use common::start_proxy;
 use rpcgate_demo::spawn_backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +22,11 @@ async fn grpcio_client_through_the_proxy() {
     };
     let b1 = spawn_backend("b1").await.unwrap();
     let b2 = spawn_backend("b2").await.unwrap();
-    let proxy = start_proxy(&simple_config(&[&b1, &b2], ""));
+    // The driver sends a 4 MiB name: past gRPC's default limit, so the route raises it.
+    let config = common::OneCluster::backends(&[&b1, &b2])
+        .route("max_message_bytes = 16777216")
+        .build();
+    let proxy = start_proxy(&config);
 
     let output = run_driver(&python, &proxy.addr.to_string(), &["--min-backends", "2"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);

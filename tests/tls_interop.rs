@@ -32,6 +32,8 @@ fn mutual_tls_config(paths: &PkiPaths, backends: &str) -> String {
             toml_path(&paths.server_cert),
             toml_path(&paths.server_key),
         ))
+        // The driver sends a 4 MiB name: past gRPC's default limit.
+        .route("max_message_bytes = 16777216")
         .cluster(format!(
             "protocol = \"h2\"\n[clusters.tls]\nca = {ca}\ncert = {}\nkey = {}\nserver_name = \"localhost\"",
             toml_path(&paths.client_cert),

@@ -12,6 +12,7 @@ pub mod files;
 pub mod http;
 pub mod interop;
 pub mod raw_h2;
+pub mod rss;
 
 use std::future::Future;
 use std::net::SocketAddr;

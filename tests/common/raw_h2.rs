@@ -32,6 +32,23 @@ pub async fn raw_connect(addr: SocketAddr) -> RawConn {
     }
 }
 
+/// A raw HTTP/2 connection to `to` from the local address `from` (any port).
+pub async fn connect_from(from: &str, to: SocketAddr) -> RawConn {
+    let from: std::net::IpAddr = from.parse().unwrap();
+    let socket = if from.is_ipv4() {
+        tokio::net::TcpSocket::new_v4().unwrap()
+    } else {
+        tokio::net::TcpSocket::new_v6().unwrap()
+    };
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let tcp = socket.connect(to).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    RawConn {
+        send,
+        driver: tokio::spawn(connection),
+    }
+}
+
 /// A gRPC request head for `path` on `addr` with extra headers.
 pub fn grpc_request(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> http::Request<()> {
     let mut builder = http::Request::post(format!("http://{addr}{path}"))

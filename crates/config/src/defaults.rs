@@ -169,3 +169,30 @@ pub const ACTIVE_HEALTH_HEALTHY_THRESHOLD: u32 = 1;
 pub fn route_name(listener: &str, index: usize) -> String {
     format!("{listener}/{index}")
 }
+
+/// `listeners.send_timeout`: 60 s, how long responses may wait on a client that takes none
+/// of their bytes (it stopped reading, or keeps its HTTP/2 window shut) before its
+/// connection is closed and the backend streams it held are cancelled. NGINX's
+/// `send_timeout` default; long enough for a slow consumer of a stream, short enough that
+/// a stalled reader cannot pin backend streams for long.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `routes.max_message_bytes`: 4 MiB, gRPC's own default receive limit, so a message a
+/// gRPC server would refuse anyway is refused before it costs a backend anything.
+pub const MAX_MESSAGE_BYTES: u32 = 4 * 1024 * 1024;
+
+/// `rate_limit.max_clients`: 100 000 client addresses tracked per limit (about 10 MB).
+/// Idle buckets are dropped every second; past the cap, new addresses share a fixed set
+/// of buckets, so an attacker with many addresses cannot grow memory without bound.
+pub const RATE_LIMIT_MAX_CLIENTS: u64 = 100_000;
+
+/// `rate_limit.burst`: one second's worth of calls (at least 1), so a client can spend a
+/// second's budget at once after a quiet spell, as Envoy's token bucket with
+/// `max_tokens` = tokens per fill.
+pub fn rate_limit_burst(requests_per_second: f64) -> u32 {
+    // Validation bounds the rate, so the cast is exact enough.
+    (requests_per_second.ceil() as u32).max(1)
+}
+
+/// The largest `rate_limit.requests_per_second` accepted: one call per microsecond.
+pub const RATE_LIMIT_MAX_RATE: f64 = 1_000_000.0;

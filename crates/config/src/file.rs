@@ -105,6 +105,9 @@ pub struct ListenerFile {
     pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     /// Request rate limit for this listener.
     pub rate_limit: Option<Spanned<RateLimitFile>>,
+    /// How long a response may wait on a client that does not take its bytes (duration;
+    /// default: [`crate::defaults::SEND_TIMEOUT`]).
+    pub send_timeout: Option<Spanned<String>>,
     /// `[listeners.tls]`: present = TLS with ALPN h2 and http/1.1.
     pub tls: Option<Spanned<ListenerTlsFile>>,
     /// `[[listeners.routes]]`: first match wins, in file order.
@@ -122,6 +125,9 @@ pub struct RateLimitFile {
     pub burst: Option<Spanned<u32>>,
     /// `client_ip | listener`: one bucket per client address or one for all.
     pub per: Option<Spanned<String>>,
+    /// `per = "client_ip"`: client addresses tracked at most (default:
+    /// [`crate::defaults::RATE_LIMIT_MAX_CLIENTS`]).
+    pub max_clients: Option<Spanned<u64>>,
 }
 
 /// `[listeners.tls]`.

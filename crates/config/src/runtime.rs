@@ -126,6 +126,38 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// `allow` / `deny`: which client addresses may connect (checked once per connection).
     pub access: AccessList,
+    /// `rate_limit`: calls allowed on this listener, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// `compression`: gzip compressible non-gRPC responses for clients that accept it.
+    pub compression: bool,
+    /// A connection whose responses wait this long on a client that takes none of their
+    /// bytes is closed. Default: see [`crate::defaults::SEND_TIMEOUT`].
+    pub send_timeout: Duration,
+}
+
+/// A `rate_limit` table: a token bucket (GCRA) of `burst` calls refilled at
+/// `requests_per_second`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Calls per second allowed over time.
+    pub requests_per_second: f64,
+    /// Calls allowed at once after a quiet spell. Default: one second's worth
+    /// ([`crate::defaults::rate_limit_burst`]).
+    pub burst: u32,
+    /// Whose calls share a bucket.
+    pub per: RateLimitScope,
+    /// `per = client_ip`: client addresses tracked at most; past it, new addresses share
+    /// buckets. Default: see [`crate::defaults::RATE_LIMIT_MAX_CLIENTS`].
+    pub max_clients: usize,
+}
+
+/// `rate_limit.per`: one bucket per client address or one for all calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// One bucket per client address (an IPv6 client per /64).
+    ClientIp,
+    /// One bucket for all the calls of the listener (or route).
+    Listener,
 }
 
 /// A PEM file named in the configuration, read when the configuration is loaded so that
@@ -201,6 +233,11 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// `allow` / `deny`: which client addresses may use this route.
     pub access: AccessList,
+    /// `rate_limit`: calls allowed on this route, when limited.
+    pub rate_limit: Option<RateLimit>,
+    /// The largest gRPC message accepted from the client. Default: see
+    /// [`crate::defaults::MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: u32,
 }
 
 /// A route's `retry` table: which final gRPC statuses are retried, how often, how far

@@ -550,3 +550,71 @@ fn a_sub_table_before_its_array_is_explained_once() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn rate_limits_are_checked_at_their_keys() {
+    let listener = |value: &str| {
+        lines(&minimal_with(
+            "address = \"127.0.0.1:8080\"",
+            &format!("rate_limit = {value}"),
+        ))
+    };
+    assert_eq!(
+        listener("{ requests_per_second = 0 }"),
+        [
+            "t.toml:5:38: listeners[0].rate_limit.requests_per_second: must be greater than 0 and at most 1000000 (calls per second; 0.5 is one call every 2 s)"
+        ]
+    );
+    assert_eq!(
+        listener("{ requests_per_second = 5, burst = 0 }"),
+        [
+            "t.toml:5:49: listeners[0].rate_limit.burst: must be at least 1 (the calls allowed at once)"
+        ]
+    );
+    assert_eq!(
+        listener("{ requests_per_second = 5, per = \"ip\" }"),
+        [
+            "t.toml:5:47: listeners[0].rate_limit.per: unknown scope \"ip\", expected client_ip or listener"
+        ]
+    );
+    let misspelt = listener("{ requests_per_second = 5, bursts = 9 }");
+    assert_eq!(misspelt.len(), 1, "{misspelt:?}");
+    assert!(misspelt[0].starts_with("t.toml:5:"), "{misspelt:?}");
+    assert!(misspelt[0].contains("bursts"), "{misspelt:?}");
+    let route = lines(&minimal_with(
+        "cluster = \"backends\"",
+        "rate_limit = { requests_per_second = -1 }",
+    ));
+    assert_eq!(route.len(), 1);
+    assert!(
+        route[0].starts_with("t.toml:8:38: listeners[0].routes[0].rate_limit.requests_per_second:"),
+        "{route:?}"
+    );
+}
+
+#[test]
+fn message_size_and_send_timeout_are_checked() {
+    let (pos, msg) = one(&minimal_with(
+        "cluster = \"backends\"",
+        "max_message_bytes = 0",
+    ));
+    assert_eq!(pos, at(8, 21, "listeners[0].routes[0].max_message_bytes"));
+    assert!(msg.contains("between 1 and 4294967295"), "{msg}");
+    let (pos, msg) = one(&minimal_with(
+        "cluster = \"backends\"",
+        "max_message_bytes = 4294967296",
+    ));
+    assert_eq!(pos.2, "listeners[0].routes[0].max_message_bytes");
+    assert!(msg.contains("32 bits"), "{msg}");
+    let (pos, msg) = one(&minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "send_timeout = \"0s\"",
+    ));
+    assert_eq!(pos, at(5, 16, "listeners[0].send_timeout"));
+    assert!(msg.contains("greater than 0s"), "{msg}");
+    let (pos, _) = one(&minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "compression = \"yes\"",
+    ));
+    assert_eq!(pos.2, "listeners[0].compression");
+}

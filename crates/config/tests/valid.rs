@@ -34,7 +34,12 @@ fn minimal_config_gets_every_default() {
     assert_eq!(l.max_concurrent_streams, 256);
     assert_eq!(l.max_header_bytes, 16_384);
     assert_eq!(l.idle_timeout, Duration::from_secs(300));
+    assert_eq!(l.send_timeout, Duration::from_secs(60));
+    assert!(!l.compression);
+    assert_eq!(l.rate_limit, None);
     let r = &l.routes[0];
+    assert_eq!(r.max_message_bytes, 4 * 1024 * 1024);
+    assert_eq!(r.rate_limit, None);
     assert_eq!(r.name, "edge/0");
     assert_eq!(r.matcher, RouteMatch::default());
     assert_eq!(r.cluster, 0);
@@ -298,4 +303,35 @@ fn load_reads_a_file_and_records_its_path() {
     let e = rpcgate_config::load(&path).unwrap_err();
     assert!(e.to_string().contains("not UTF-8"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rate_limit_defaults_and_given_values() {
+    let c = ok(&common::minimal_with(
+        "address = \"127.0.0.1:8080\"",
+        "rate_limit = { requests_per_second = 2.5 }\ncompression = true\nsend_timeout = \"5s\"",
+    ));
+    let l = &c.listeners[0];
+    assert_eq!(
+        l.rate_limit,
+        Some(rpcgate_config::RateLimit {
+            requests_per_second: 2.5,
+            burst: 3,
+            per: rpcgate_config::RateLimitScope::ClientIp,
+            max_clients: 100_000,
+        })
+    );
+    assert!(l.compression);
+    assert_eq!(l.send_timeout, Duration::from_secs(5));
+    let c = ok(&common::minimal_with(
+        "cluster = \"backends\"",
+        "rate_limit = { requests_per_second = 50, burst = 7, per = \"listener\" }\nmax_message_bytes = 1024",
+    ));
+    let r = &c.listeners[0].routes[0];
+    let limit = r.rate_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.burst, limit.per),
+        (7, rpcgate_config::RateLimitScope::Listener)
+    );
+    assert_eq!(r.max_message_bytes, 1024);
 }

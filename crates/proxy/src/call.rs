@@ -1,4 +1,5 @@
-//! One call, top to bottom: route → deadline → admission → headers → attempts → response.
+//! One call, top to bottom: access list → route → rate limits → deadline → admission →
+//! headers → attempts → response (gzipped when the listener says so).
 //!
 //! [`handle`] is the service hyper calls for every request (every HTTP/2 stream is its
 //! own call, so the calls of one client connection spread over all endpoints); it boxes
@@ -16,6 +17,7 @@
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use http::header;
@@ -31,9 +33,12 @@ use crate::admission;
 use crate::attempt::{self, Target};
 use crate::body::{BoxError, ProxyBody, RequestBodyBox};
 use crate::call_end::CallEnd;
+use crate::compression;
 use crate::conn::ConnCtx;
 use crate::deadline::Deadline;
+use crate::grpc_framing;
 use crate::headers;
+use crate::rate_limit::{self, RateLimit};
 use crate::request_body::RequestBody;
 use crate::response;
 use crate::route::{RequestView, grpc_service_method};
@@ -124,7 +129,21 @@ async fn proxy_call(
         headers: &parts.headers,
         grpc,
     };
-    let Some(route) = listener.route(&view) else {
+    let route = listener.route(&view);
+    // 2. the listener's rate limit: every call on it, routed or not
+    if let Some(limit) = &listener.rate_limit
+        && let Err(wait) = limit.check(conn.peer.ip())
+    {
+        let stats = route.map_or(&listener.unrouted, |r| &r.stats);
+        stats.limited_by_listener.fetch_add(1, Ordering::Relaxed);
+        if let Some(route) = route {
+            note_route(&mut end, route);
+        }
+        let on = format!("listener {}", listener.name);
+        let response = end.respond(rate_limited(on, limit, wait));
+        return with_hint(response, route, grpc, wait);
+    }
+    let Some(route) = route else {
         if generation.stats.per_call {
             // Unrouted calls carry no method labels: a scanner's random paths must not
             // use up the label budget of the real methods.
@@ -152,14 +171,23 @@ async fn proxy_call(
             }),
         );
     }
-    // 2. deadline
+    // 3. the route's rate limit
+    if let Some(limit) = &route.rate_limit
+        && let Err(wait) = limit.check(conn.peer.ip())
+    {
+        route.stats.limited_by_route.fetch_add(1, Ordering::Relaxed);
+        let on = format!("route {}", route.name);
+        let response = end.respond(rate_limited(on, limit, wait));
+        return with_hint(response, Some(route), grpc, wait);
+    }
+    // 4. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
-    // 3. admission: max_requests and the circuit breaker
+    // 5. admission: max_requests and the circuit breaker
     match admission::admit(&route.cluster.limits) {
         Ok(admitted) => end.admitted(admitted),
         Err(verdict) => return refuse(end, route, verdict),
     }
-    // 4. headers
+    // 6. headers
     headers::prepare_request(
         &mut parts.headers,
         parts.version,
@@ -174,14 +202,26 @@ async fn proxy_call(
         deadline,
         authority: route.cluster.authority.clone().or(authority),
     };
-    // 5. attempts
+    // 7. attempts
+    let body = if grpc {
+        let encoded = grpc_framing::compression_allowed(&parts.headers);
+        let reader = grpc_framing::FrameReader::new(route.max_message_bytes, encoded);
+        grpc_framing::CheckedBody::wrap(body, reader)
+    } else {
+        body
+    };
     let mut body = RequestBody::new(body);
     let answered = match attempt::run(&target, &parts, &mut body, &mut end).await {
         Ok(answered) => answered,
         Err(verdict) => return refuse(end, route, verdict),
     };
-    // 6. response
-    response::deliver(answered, &target, end)
+    // 8. response, gzipped for clients that take it when the listener says so
+    let response = response::deliver(answered, &target, end);
+    if listener.compression && !grpc {
+        compression::gzip_if_fitting(&parts.method, &parts.headers, response)
+    } else {
+        response
+    }
 }
 
 /// Ends a routed call with a response of the proxy's own making, with the route's
@@ -190,6 +230,29 @@ async fn proxy_call(
 fn refuse(end: CallEnd, route: &RouteState, verdict: Verdict) -> Response<ProxyBody> {
     let mut response = end.respond(verdict);
     headers::set_all(response.headers_mut(), &route.response_headers);
+    response
+}
+
+/// The verdict for a call a rate limit refuses.
+fn rate_limited(on: String, limit: &RateLimit, wait: std::time::Duration) -> Verdict {
+    Verdict::new(Cause::RateLimited {
+        on,
+        limit: limit.describe(),
+        retry_after: wait,
+    })
+}
+
+/// A rate limit's refusal with when to come back, and the route's `response_headers`.
+fn with_hint(
+    mut response: Response<ProxyBody>,
+    route: Option<&RouteState>,
+    grpc: bool,
+    wait: std::time::Duration,
+) -> Response<ProxyBody> {
+    rate_limit::set_hint(response.headers_mut(), grpc, wait);
+    if let Some(route) = route {
+        headers::set_all(response.headers_mut(), &route.response_headers);
+    }
     response
 }
 

@@ -116,6 +116,12 @@ impl CallEnd {
         self.bytes_in = bytes_in;
     }
 
+    /// Why the request body was refused after the response head went out, when it was
+    /// (the backend's stream then ends with our reset, which is not the backend's fault).
+    pub(crate) fn client_fault(&self) -> Option<crate::grpc_framing::FramingError> {
+        self.bytes_in.as_ref().and_then(|b| b.fault.get().cloned())
+    }
+
     /// Notes a new attempt on `endpoint` (the access log names the last one).
     pub(crate) fn attempt_on(&mut self, endpoint: &str) {
         self.attempts += 1;
@@ -182,7 +188,7 @@ impl CallEnd {
             record.attempts = self.attempts;
             record.reason = verdict.cause.reason();
             if let Some(bytes_in) = &self.bytes_in {
-                record.bytes_in = bytes_in.load(Ordering::Relaxed);
+                record.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
             }
             record.bytes_out = bytes_out;
             record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;

@@ -75,6 +75,8 @@ pub(crate) fn client_message(
         | Cause::Panicked
         | Cause::ShuttingDown
         | Cause::NotAllowed { .. }
+        | Cause::RateLimited { .. }
+        | Cause::BadMessage(_)
         | Cause::CircuitOpen { .. }
         | Cause::AtMaxRequests { .. } => cause.to_string(),
     }

@@ -1,6 +1,7 @@
 //! Once a second, on the control runtime: log endpoints coming back from a passive-health
 //! ejection (the balancer sees an ejection end lazily and does no I/O, so someone has to
-//! look), and take the admin API's history sample when an admin API runs.
+//! look), drop the rate limits' idle per-client buckets ([`crate::rate_limit`]), and take
+//! the admin API's history sample when an admin API runs.
 //!
 //! Ejections themselves are logged where they happen ([`crate::verdict`]); active health
 //! and breaker changes by the prober and [`crate::stats::ClusterStats`].
@@ -31,11 +32,23 @@ pub(crate) fn spawn(runtime: &Handle, view: Arc<View>, mut shutdown: watch::Rece
                 _ = shutdown.changed() => return,
             }
             look(&view, &mut ejected);
+            sweep_rate_limits(&view);
             if view.stats.per_call {
                 view.history.record(&view);
             }
         }
     });
+}
+
+/// Drops the idle buckets of every rate limit of the current generation.
+fn sweep_rate_limits(view: &View) {
+    let generation = view.generations.load();
+    for listener in generation.listeners() {
+        let routes = listener.routes.iter().filter_map(|r| r.rate_limit.as_ref());
+        for limit in listener.rate_limit.iter().chain(routes) {
+            limit.sweep();
+        }
+    }
 }
 
 /// Logs each endpoint whose ejection ended since the last look.

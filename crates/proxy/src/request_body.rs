@@ -12,8 +12,8 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::body::{BoxError, RequestBodyBox};
+use crate::grpc_framing::FramingError;
 
 /// Request bytes kept for replaying a call on another endpoint (contract §4: 64 KiB).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -249,9 +250,28 @@ impl Body for Prefixed {
     }
 }
 
-/// Request body bytes received from the client by a pump that runs on its own; read when
-/// the call ends, for the access log.
-pub(crate) type BytesIn = Arc<AtomicU64>;
+/// What a pump running on its own tells the call's end: the request body bytes received
+/// from the client (for the access log), and a framing error that made it stop.
+pub(crate) type BytesIn = Arc<PumpState>;
+
+/// See [`BytesIn`].
+#[derive(Debug, Default)]
+pub(crate) struct PumpState {
+    /// Request body bytes received from the client so far.
+    pub(crate) bytes: AtomicU64,
+    /// Why the client's body was refused mid-stream ([`crate::grpc_framing`]).
+    pub(crate) fault: OnceLock<FramingError>,
+}
+
+impl PumpState {
+    /// The state of a pump that takes over after `bytes` were received.
+    pub(crate) fn after(bytes: u64) -> BytesIn {
+        Arc::new(Self {
+            bytes: AtomicU64::new(bytes),
+            fault: OnceLock::new(),
+        })
+    }
+}
 
 /// Streams the rest of a request body after the response head has arrived (client and
 /// bidi streaming), stopping when the backend resets or ends the stream. `bytes_in`
@@ -263,10 +283,15 @@ pub(crate) async fn pump_rest(
 ) {
     while !body.done_sending() {
         let step = body.pump_step(&mut send).await;
-        bytes_in.store(body.bytes_in, Ordering::Relaxed);
+        bytes_in.bytes.store(body.bytes_in, Ordering::Relaxed);
         match step {
             Ok(()) => {}
-            Err(PumpError::Client(_)) => {
+            Err(PumpError::Client(error)) => {
+                if let Ok(fault) = error.downcast::<FramingError>() {
+                    // Set before the reset, so the response side sees it when the
+                    // backend's stream ends.
+                    let _ = bytes_in.fault.set(*fault);
+                }
                 send.send_reset(h2::Reason::CANCEL);
                 return;
             }

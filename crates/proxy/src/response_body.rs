@@ -77,6 +77,11 @@ impl UpstreamBody {
     fn cut(&mut self, cause: Cause) -> Option<Result<Frame<Bytes>, BoxError>> {
         // Dropping the receive side tells the backend (RST_STREAM CANCEL) to stop.
         self.recv = None;
+        // The stream broke because the client's body was refused: say so, not "reset".
+        let cause = match (cause, self.end.as_ref().and_then(CallEnd::client_fault)) {
+            (Cause::BrokenMidStream(_), Some(fault)) => Cause::BadMessage(fault),
+            (cause, _) => cause,
+        };
         let grpc = self.grpc();
         let verdict = Verdict::new(cause);
         let (verdict, message) = match &self.end {

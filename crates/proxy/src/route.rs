@@ -136,6 +136,8 @@ mod tests {
             response_headers: vec![],
             retry: None,
             access: rpcgate_config::AccessList::default(),
+            rate_limit: None,
+            max_message_bytes: rpcgate_config::defaults::MAX_MESSAGE_BYTES,
         }
     }
 

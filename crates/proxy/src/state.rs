@@ -42,6 +42,7 @@ use crate::access_log::AccessLog;
 use crate::admission::{ClusterLimits, InFlightLimit};
 use crate::error::StartError;
 use crate::health_check::{self, ProbeSettings, Prober};
+use crate::rate_limit::RateLimit;
 use crate::retry::RetryState;
 use crate::route::Router;
 use crate::stats::{RouteStats, Stats};
@@ -81,6 +82,10 @@ pub(crate) struct ListenerState {
     pub(crate) routes: Vec<RouteState>,
     /// The counters of calls no route took.
     pub(crate) unrouted: Arc<RouteStats>,
+    /// The listener's `rate_limit`, checked for every call.
+    pub(crate) rate_limit: Option<Arc<RateLimit>>,
+    /// Whether compressible non-gRPC responses are gzipped.
+    pub(crate) compression: bool,
 }
 
 impl ListenerState {
@@ -111,6 +116,10 @@ pub(crate) struct RouteState {
     pub(crate) matcher: rpcgate_config::RouteMatch,
     /// `allow` / `deny` for this route.
     pub(crate) access: rpcgate_config::AccessList,
+    /// The route's own `rate_limit`.
+    pub(crate) rate_limit: Option<Arc<RateLimit>>,
+    /// The largest gRPC message accepted from the client.
+    pub(crate) max_message_bytes: u32,
 }
 
 /// A cluster, ready for the hot path.
@@ -165,6 +174,7 @@ impl Generation {
             .listeners
             .iter()
             .map(|listener| {
+                let old_listener = previous.and_then(|p| p.listener(&listener.name));
                 let routes = listener
                     .routes
                     .iter()
@@ -175,7 +185,12 @@ impl Generation {
                                 route.name
                             ))
                         })?;
+                        let old_limit = old_listener
+                            .and_then(|l| l.routes.iter().find(|r| *r.name == *route.name))
+                            .and_then(|r| r.rate_limit.as_ref());
                         Ok(RouteState {
+                            rate_limit: carried_limit(route.rate_limit.as_ref(), old_limit),
+                            max_message_bytes: route.max_message_bytes,
                             stats: stats.route(&listener.name, &route.name, &cluster.name),
                             matcher: route.matcher.clone(),
                             access: route.access.clone(),
@@ -189,6 +204,11 @@ impl Generation {
                     })
                     .collect::<Result<Vec<_>, StartError>>()?;
                 Ok(ListenerState {
+                    rate_limit: carried_limit(
+                        listener.rate_limit.as_ref(),
+                        old_listener.and_then(|l| l.rate_limit.as_ref()),
+                    ),
+                    compression: listener.compression,
                     unrouted: stats.route(&listener.name, "", ""),
                     name: listener.name.as_str().into(),
                     router: Router::new(&listener.routes),
@@ -239,6 +259,19 @@ impl Generation {
     /// Every cluster, in file order.
     pub(crate) fn clusters(&self) -> &[Arc<ClusterState>] {
         &self.clusters
+    }
+}
+
+/// The buckets for a `rate_limit`: the previous generation's when its settings did not
+/// change, so a reload does not hand every client a full bucket.
+fn carried_limit(
+    settings: Option<&rpcgate_config::RateLimit>,
+    old: Option<&Arc<RateLimit>>,
+) -> Option<Arc<RateLimit>> {
+    let settings = settings?;
+    match old {
+        Some(old) if old.settings == *settings => Some(old.clone()),
+        _ => Some(Arc::new(RateLimit::new(settings))),
     }
 }
 

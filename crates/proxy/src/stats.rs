@@ -150,6 +150,10 @@ pub(crate) struct RouteStats {
     plain: Arc<MethodStats>,
     /// Retries made by the route's retry policy.
     pub(crate) retries: AtomicU64,
+    /// Calls refused by the listener's `rate_limit` (counted on the route they took).
+    pub(crate) limited_by_listener: AtomicU64,
+    /// Calls refused by the route's own `rate_limit`.
+    pub(crate) limited_by_route: AtomicU64,
     method_labels: Arc<AtomicUsize>,
 }
 
@@ -164,6 +168,8 @@ impl RouteStats {
             other: Arc::new(MethodStats::new(OTHER, OTHER)),
             plain: Arc::new(MethodStats::new("", "")),
             retries: AtomicU64::new(0),
+            limited_by_listener: AtomicU64::new(0),
+            limited_by_route: AtomicU64::new(0),
             method_labels,
         }
     }

@@ -246,6 +246,8 @@ pub enum Cause {
     ClientCancelled(crate::body::BoxError),
     /// The client went away before the call ended (its stream or connection closed).
     ClientGone,
+    /// The client's request body broke gRPC's framing or the route's `max_message_bytes`.
+    BadMessage(crate::grpc_framing::FramingError),
     /// The request could not be turned into an upstream request.
     BadRequest(http::Error),
     /// A call's task panicked (a bug in rpcgate); the process keeps running.
@@ -258,6 +260,15 @@ pub enum Cause {
         client: std::net::IpAddr,
         /// Where: `listener NAME` or `route NAME`.
         on: String,
+    },
+    /// A `rate_limit` of the listener or route has no token for this call.
+    RateLimited {
+        /// Where: `listener NAME` or `route NAME`.
+        on: String,
+        /// The limit, in words (`50 calls/s, burst 50, per client address`).
+        limit: String,
+        /// How long until the bucket has a token again.
+        retry_after: Duration,
     },
     /// The cluster's circuit breaker is open (or half-open with its trials in flight).
     CircuitOpen {
@@ -294,13 +305,27 @@ impl Cause {
             Cause::UpstreamHttpError(_) => "upstream_http_error",
             Cause::ClientCancelled(_) => "client_cancelled",
             Cause::ClientGone => "client_gone",
+            Cause::BadMessage(error) if error.is_too_large() => "message_too_large",
+            Cause::BadMessage(_) => "bad_message",
             Cause::BadRequest(_) => "bad_request",
             Cause::Panicked => "panic",
             Cause::ShuttingDown => "shutting_down",
             Cause::NotAllowed { .. } => "denied",
+            Cause::RateLimited { .. } => "rate_limited",
             Cause::CircuitOpen { .. } => "circuit_open",
             Cause::AtMaxRequests { .. } => "max_requests",
         })
+    }
+}
+
+impl Cause {
+    /// What a failed read of the client's request body means: a framing error of
+    /// [`crate::grpc_framing`], or the client cancelling (a reset, a lost connection).
+    pub(crate) fn client_body_failed(error: crate::body::BoxError) -> Cause {
+        match error.downcast::<crate::grpc_framing::FramingError>() {
+            Ok(fault) => Cause::BadMessage(*fault),
+            Err(error) => Cause::ClientCancelled(error),
+        }
     }
 }
 
@@ -380,6 +405,7 @@ impl fmt::Display for Cause {
             }
             Cause::ClientCancelled(error) => write!(f, "the client cancelled the call: {error}"),
             Cause::ClientGone => f.write_str("client went away"),
+            Cause::BadMessage(error) => write!(f, "{error}"),
             Cause::BadRequest(error) => write!(f, "bad request: {error}"),
             Cause::Panicked => f.write_str("internal error in rpcgate while handling the call"),
             Cause::ShuttingDown => f.write_str(
@@ -388,6 +414,15 @@ impl fmt::Display for Cause {
             Cause::NotAllowed { client, on } => {
                 write!(f, "client address {client} is not allowed on {on}")
             }
+            Cause::RateLimited {
+                on,
+                limit,
+                retry_after,
+            } => write!(
+                f,
+                "rate limit of {on} exceeded ({limit}); retry in {} ms",
+                retry_after.as_millis().max(1)
+            ),
             Cause::CircuitOpen {
                 cluster,
                 retry_after,
@@ -563,6 +598,22 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             H::Ignore,
         ),
+        // gRPC's own limit and framing rules (a gRPC server would answer the same); the
+        // backend saw at most the messages before.
+        Cause::BadMessage(error) if error.is_too_large() => (
+            F::Client,
+            Maybe,
+            Some(Code::RESOURCE_EXHAUSTED),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            H::Ignore,
+        ),
+        Cause::BadMessage(_) => (
+            F::Client,
+            Maybe,
+            Some(Code::INTERNAL),
+            StatusCode::BAD_REQUEST,
+            H::Ignore,
+        ),
         // Nothing was sent: the backend is not to blame.
         Cause::BadRequest(_) => (
             F::Client,
@@ -592,6 +643,14 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
             No,
             Some(Code::PERMISSION_DENIED),
             StatusCode::FORBIDDEN,
+            H::Ignore,
+        ),
+        // The client is over its share: no backend saw the call.
+        Cause::RateLimited { .. } => (
+            F::Client,
+            No,
+            Some(Code::RESOURCE_EXHAUSTED),
+            StatusCode::TOO_MANY_REQUESTS,
             H::Ignore,
         ),
         // The proxy sparing a cluster: no backend saw the call.
@@ -664,7 +723,9 @@ impl Verdict {
                 Cause::ClientCancelled(_)
                 | Cause::ClientGone
                 | Cause::ShuttingDown
-                | Cause::NotAllowed { .. },
+                | Cause::NotAllowed { .. }
+                | Cause::RateLimited { .. }
+                | Cause::BadMessage(_),
                 _,
             ) => None,
             // No endpoint at all is a configuration matter, not a failing backend.

@@ -187,7 +187,7 @@ fn check_rejects_a_key_not_implemented_yet() {
         r#"[[listeners]]
 name = "edge"
 address = "127.0.0.1:0"
-rate_limit = { requests_per_second = 100, burst = 200, per = "client_ip" }
+grpc_web = true
 [[listeners.routes]]
 match.path_prefix = "/"
 cluster = "main"
@@ -200,7 +200,7 @@ endpoints = ["127.0.0.1:1"]
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let said = text(&output);
     assert!(said.contains("is not implemented yet"), "{said}");
-    assert!(said.contains("listeners.rate_limit"), "{said}");
+    assert!(said.contains("listeners.grpc_web"), "{said}");
 }
 
 /// `--log-level` takes level names and tracing filters; a typo is refused, not read as a

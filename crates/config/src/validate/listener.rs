@@ -66,13 +66,14 @@ impl Validator<'_> {
             let k = key.key("cors_allowed_origins");
             self.not_implemented("listeners.cors_allowed_origins", &k, &v.span());
         }
-        if let Some(v) = l.compression.as_ref().filter(|v| *v.get_ref()) {
-            self.not_implemented("listeners.compression", &key.key("compression"), &v.span());
-        }
+        let compression = l.compression.as_ref().is_some_and(|v| *v.get_ref());
         let access = self.access_list(&l.allow, &l.deny, key);
-        if let Some(v) = &l.rate_limit {
-            self.not_implemented("listeners.rate_limit", &key.key("rate_limit"), &v.span());
-        }
+        let rate_limit = self.rate_limit(l.rate_limit.as_ref(), key);
+        let send_timeout = self.positive_duration(
+            l.send_timeout.as_ref(),
+            &key.key("send_timeout"),
+            defaults::SEND_TIMEOUT,
+        );
         let tls = l
             .tls
             .as_ref()
@@ -95,6 +96,9 @@ impl Validator<'_> {
             routes,
             tls,
             access,
+            rate_limit,
+            compression,
+            send_timeout,
         }
     }
 

@@ -33,6 +33,7 @@ use crate::runtime::{Cluster, Config, Listener};
 mod access;
 mod cluster;
 mod listener;
+mod rate_limit;
 mod route;
 mod server;
 mod tls;
@@ -50,10 +51,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.xds",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
-    "listeners.compression",
-    "listeners.rate_limit",
-    "routes.rate_limit",
-    "routes.max_message_bytes",
     "clusters.discovery",
 ];
 

@@ -93,16 +93,22 @@ impl Validator<'_> {
                 format!("is not shorter than the route's timeout ({timeout:?}): no attempt can be retried after it"),
             );
         }
-        if let Some(v) = &r.rate_limit {
-            self.not_implemented("routes.rate_limit", &key.key("rate_limit"), &v.span());
-        }
-        if let Some(v) = &r.max_message_bytes {
-            self.not_implemented(
-                "routes.max_message_bytes",
-                &key.key("max_message_bytes"),
-                &v.span(),
-            );
-        }
+        let rate_limit = self.rate_limit(r.rate_limit.as_ref(), key);
+        let max_message_bytes = match &r.max_message_bytes {
+            Some(m) if !(1..=u64::from(u32::MAX)).contains(m.get_ref()) => {
+                self.err(
+                    &m.span(),
+                    &key.key("max_message_bytes"),
+                    format!(
+                        "must be between 1 and {} (a gRPC message's length is 32 bits)",
+                        u32::MAX
+                    ),
+                );
+                defaults::MAX_MESSAGE_BYTES
+            }
+            Some(m) => u32::try_from(*m.get_ref()).unwrap_or(u32::MAX),
+            None => defaults::MAX_MESSAGE_BYTES,
+        };
         let access = self.access_list(&r.allow, &r.deny, key);
         let request_headers = r
             .request_headers
@@ -123,6 +129,8 @@ impl Validator<'_> {
             response_headers,
             retry,
             access,
+            rate_limit,
+            max_message_bytes,
         }
     }
 

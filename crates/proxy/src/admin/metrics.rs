@@ -99,6 +99,76 @@ impl Collector for Scrape {
                 .map(|(route, n)| ([("route", route.to_owned())], n)),
         )?;
 
+        // Rate limits: refusals by route (the listener's limit counts on the route the call
+        // took, "" when none), and the client addresses each limit tracks.
+        let mut limited = Vec::new();
+        for route in &routes {
+            for (limit, counter) in [
+                ("listener", &route.limited_by_listener),
+                ("route", &route.limited_by_route),
+            ] {
+                let n = counter.load(Ordering::Relaxed);
+                if n > 0 {
+                    limited.push((
+                        [
+                            ("listener", route.listener.to_string()),
+                            ("route", route.route.to_string()),
+                            ("limit", limit.to_owned()),
+                        ],
+                        n,
+                    ));
+                }
+            }
+        }
+        counters(
+            &mut out,
+            "rate_limited",
+            "Calls refused by a rate_limit (RESOURCE_EXHAUSTED / HTTP 429), by the route they took (empty: none) and whether the listener's or the route's limit refused them.",
+            limited,
+        )?;
+        let mut tracked = Vec::new();
+        for listener in generation.listeners() {
+            if let Some(limit) = &listener.rate_limit {
+                tracked.push((
+                    [
+                        ("listener", listener.name.to_string()),
+                        ("route", String::new()),
+                    ],
+                    limit.clone(),
+                ));
+            }
+            for route in &listener.routes {
+                if let Some(limit) = &route.rate_limit {
+                    tracked.push((
+                        [
+                            ("listener", listener.name.to_string()),
+                            ("route", route.name.to_string()),
+                        ],
+                        limit.clone(),
+                    ));
+                }
+            }
+        }
+        gauges(
+            &mut out,
+            "rate_limit_clients",
+            "Client addresses a per-client rate_limit keeps a bucket for (idle ones are dropped every second; bounded by max_clients).",
+            tracked.iter().map(|(labels, limit)| {
+                (
+                    labels.clone(),
+                    i64::try_from(limit.tracked()).unwrap_or(i64::MAX),
+                )
+            }),
+        )?;
+        gauges(
+            &mut out,
+            "rate_limit_crowded",
+            "1 while a per-client rate_limit tracks max_clients addresses and calls share its 1024 crowd buckets by address hash.",
+            tracked
+                .iter()
+                .map(|(labels, limit)| (labels.clone(), i64::from(limit.crowded()))),
+        )?;
+
         // Endpoints.
         let mut upstream = Vec::new();
         let mut upstream_durations = Vec::new();

@@ -8,14 +8,13 @@
 //! [`Cause::GoingAway`] and [`Cause::Refused`]; anything else may have been processed.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use rpcgate_balance::Endpoint;
 use tokio::time::Instant;
 
 use super::{Answer, H2Answer, PolicyAttempt, Target};
 use crate::headers;
-use crate::request_body::{BytesIn, PumpError, RequestBody, pump_rest};
+use crate::request_body::{PumpError, PumpState, RequestBody, pump_rest};
 use crate::verdict::{Cause, ConnectFailure};
 
 /// Sends the call to `endpoint` and waits for the response head.
@@ -80,7 +79,7 @@ pub(super) async fn attempt(
                 // §8.1): then the rest is not sent, and the body stays here, still
                 // replayable for a retry. Otherwise the rest streams on its own.
                 if !body.done_sending() && !response.body().is_end_stream() {
-                    let counter = BytesIn::new(AtomicU64::new(body.bytes_in));
+                    let counter = PumpState::after(body.bytes_in);
                     bytes_in = Some(counter.clone());
                     tokio::spawn(pump_rest(std::mem::take(body), send, counter));
                 }
@@ -94,7 +93,7 @@ pub(super) async fn attempt(
             step = body.pump_step(&mut send), if !body.done_sending() => {
                 if let Err(PumpError::Client(error)) = step {
                     send.send_reset(h2::Reason::CANCEL);
-                    return Err(Cause::ClientCancelled(error));
+                    return Err(Cause::client_body_failed(error));
                 }
                 // An upstream-side error shows up in the response future next.
             }
