@@ -148,3 +148,76 @@ async fn a_connection_that_made_a_call_is_left_to_the_idle_timeout() {
     driver.abort();
     proxy.shutdown().await;
 }
+
+/// A client that stops taking a server stream's bytes (its HTTP/2 window stays shut) is
+/// closed after `send_timeout` of no progress, between 1× and 1.25× of it; the backend's
+/// stream, held by the proxy's back-pressure until then, is cancelled; other clients are
+/// served.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    use rpcgate_demo::pb::helloworld::HelloStreamRequest;
+    let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let config = common::OneCluster::backends(&[&backend])
+        .listener("send_timeout = \"4s\"")
+        .build();
+    let proxy = common::start_local_proxy(&config);
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let request =
+        common::raw_h2::grpc_request(proxy.addr, "/helloworld.Greeter/SayHelloStream", &[]);
+    let mut send = send.ready().await.unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    // 10 000 replies of 10 KB: far more than the windows on the way hold.
+    let message = HelloStreamRequest {
+        name: "x".repeat(10_000),
+        count: 10_000,
+        interval_ms: 0,
+    };
+    body.send_data(common::raw_h2::grpc_frame(&message), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Never read: the body's window stays at its initial 64 KiB.
+    let _unread = response.into_body();
+    let stalled = Instant::now();
+    bounded_wait(&backend, |b| b.in_flight() == 1).await;
+    // The connection ends (the driver returns) when the proxy closes it.
+    let _ = timeout(Duration::from_secs(30), driver)
+        .await
+        .expect("the stalled client was never cut");
+    let after = stalled.elapsed();
+    assert!(
+        after >= Duration::from_secs(4)
+            && after <= Duration::from_secs(5) + Duration::from_millis(100),
+        "cut after {after:?}"
+    );
+    // The backend stream the proxy held is cancelled.
+    timeout(
+        Duration::from_secs(5),
+        backend.wait_until(|b| b.in_flight() == 0 && b.cancelled() == 1),
+    )
+    .await
+    .expect("the backend's stream was not cancelled");
+    // A fresh client is served.
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let reply = timeout(
+        Duration::from_secs(2),
+        client.say_hello(HelloRequest { name: "Ann".into() }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.get_ref().message, "Hello Ann from b1");
+    proxy.shutdown().await;
+}
+
+/// Waits (bounded) for a backend condition.
+async fn bounded_wait(
+    backend: &rpcgate_demo::BackendHandle,
+    condition: impl FnMut(&rpcgate_demo::BackendHandle) -> bool,
+) {
+    timeout(Duration::from_secs(5), backend.wait_until(condition))
+        .await
+        .expect("backend condition not reached");
+}

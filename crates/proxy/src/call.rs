@@ -42,17 +42,20 @@ use crate::rate_limit::{self, RateLimit};
 use crate::request_body::RequestBody;
 use crate::response;
 use crate::route::{RequestView, grpc_service_method};
+use crate::send_stall::WatchedBody;
 use crate::state::{Generation, ListenerState, RouteState};
 use crate::status;
 use crate::verdict::{Cause, Verdict};
 
-/// The service hyper runs for every request; never fails, never lets a panic out.
+/// The service hyper runs for every request; never fails, never lets a panic out. The
+/// response body reports to the connection's `send_timeout` watch.
 pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Arc<ConnCtx>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<WatchedBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    Ok(forward(parts, body.map_err(BoxError::from).boxed_unsync(), &conn).await)
+    let response = forward(parts, body.map_err(BoxError::from).boxed_unsync(), &conn).await;
+    Ok(response.map(|body| WatchedBody::new(body, conn.send_watch.clone())))
 }
 
 /// Runs one call whose request body is boxed; a panic fails this call only.

@@ -46,6 +46,8 @@ pub(crate) struct ConnCtx {
     /// Whether the listener's `allow` / `deny` lets this client in (decided at accept;
     /// a refused client's calls get PERMISSION_DENIED, none reaches a backend).
     pub(crate) allowed: bool,
+    /// Its response bodies waiting on the client (`send_timeout`).
+    pub(crate) send_watch: Arc<crate::send_stall::SendWatch>,
 }
 
 impl ConnCtx {
@@ -71,6 +73,7 @@ impl ConnCtx {
             last_active_ms: AtomicU64::new(0),
             since: Instant::now(),
             allowed,
+            send_watch: Arc::default(),
         }
     }
 

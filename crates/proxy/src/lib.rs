@@ -54,6 +54,7 @@ mod response;
 mod response_body;
 mod retry;
 pub mod route;
+mod send_stall;
 mod server;
 mod state;
 mod stats;

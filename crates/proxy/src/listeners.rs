@@ -87,6 +87,7 @@ impl BoundListener {
             lifetime: server::Lifetime {
                 idle_timeout: listener.idle_timeout,
                 max_age: listener.max_connection_age,
+                send_timeout: listener.send_timeout,
             },
             tls: match &listener.tls {
                 Some(tls) => Some((

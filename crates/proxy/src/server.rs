@@ -5,7 +5,8 @@
 //! listener's limits map onto HTTP/2 settings (`max_concurrent_streams`,
 //! `max_header_list_size`) and HTTP/1.1's head buffer. A connection with no call in flight
 //! for `idle_timeout` gets a graceful close, and so does every connection at shutdown
-//! (GOAWAY on HTTP/2, `connection: close` on HTTP/1.1) while its calls finish.
+//! (GOAWAY on HTTP/2, `connection: close` on HTTP/1.1) while its calls finish. One whose
+//! client takes none of its responses for `send_timeout` is closed ([`crate::send_stall`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,11 +22,20 @@ use tokio::time::Instant;
 
 use crate::call;
 use crate::conn::ConnCtx;
+use crate::send_stall::StallCheck;
 
 /// Flow-control window per client stream; as upstream, so 1 MiB messages stream freely.
 const STREAM_WINDOW: u32 = 1 << 20;
 /// Flow-control window per client connection.
 const CONNECTION_WINDOW: u32 = 8 << 20;
+/// Response bytes h2 queues per client stream beyond what the client's window lets out
+/// (h2's own default, stated so it cannot drift): with the body read only when hyper
+/// has room ([`crate::response_body`]), a stream's outbound queue is bounded by this,
+/// and a connection's by this times `max_concurrent_streams`.
+const STREAM_SEND_BUFFER: usize = 400 * 1024;
+// The HPACK dynamic table stays at h2's (and RFC 9113's) 4 KiB; the decoded size of every
+// header list is bounded by `max_header_bytes` (name + value + 32 per field, so at most
+// `max_header_bytes / 32` fields), which is what stops HPACK bombs.
 /// How long a client may take to send an HTTP/1.1 request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A total deadline, from accept (or the end of the TLS handshake) to the first request:
@@ -53,6 +63,7 @@ pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(listener.max_concurrent_streams)
         .max_header_list_size(listener.max_header_bytes)
+        .max_send_buf_size(STREAM_SEND_BUFFER)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_pending_accept_reset_streams(Some(20))
@@ -66,6 +77,8 @@ pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
 pub(crate) struct Lifetime {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_age: Option<Duration>,
+    /// How long responses may wait on a client that takes none of their bytes.
+    pub(crate) send_timeout: Duration,
 }
 
 /// The age at which this connection is told to go: `max_age` ±10%, so the connections
@@ -101,6 +114,8 @@ pub(crate) async fn serve<IO>(
     let mut first_request = Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT.min(idle_timeout)));
     let mut awaiting_first_request = true;
     let mut idle_close = Box::pin(tokio::time::sleep(Duration::MAX));
+    let mut stall = StallCheck::new(ctx.send_watch.clone(), lifetime.send_timeout);
+    let mut stall_tick = Box::pin(tokio::time::sleep(stall.interval));
     let mut closing_idle = false;
     let mut draining = *shutdown.borrow();
     if draining {
@@ -127,6 +142,17 @@ pub(crate) async fn serve<IO>(
                 tracing::debug!(%peer, "client connection reached max_connection_age; asked to reconnect");
                 draining = true;
                 connection.as_mut().graceful_shutdown();
+            }
+            _ = stall_tick.as_mut() => {
+                if stall.tick() {
+                    tracing::warn!(
+                        %peer,
+                        send_timeout = ?lifetime.send_timeout,
+                        "client took none of its responses for send_timeout: connection closed, its backend streams cancelled"
+                    );
+                    return;
+                }
+                stall_tick.as_mut().reset(Instant::now() + stall.interval);
             }
             _ = idle_close.as_mut(), if closing_idle => {
                 tracing::debug!(%peer, "idle client connection did not close in time; dropped");
