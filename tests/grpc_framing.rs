@@ -299,3 +299,36 @@ async fn an_oversized_message_mid_stream_ends_the_call() {
     still_served(&conn, to).await;
     proxy.shutdown().await;
 }
+
+/// Many calls announcing huge messages, on one connection: each is refused at its
+/// prefix, so nothing is buffered; memory stays flat and a fresh client is served within
+/// 2 s.
+#[tokio::test]
+async fn a_flood_of_huge_prefixes_costs_no_memory() {
+    let (backend, proxy, conn) = setup("").await;
+    let rss = common::rss::RssPeak::start();
+    for _ in 0..300 {
+        let (code, _) = send_body(
+            &conn,
+            proxy.addr,
+            &[],
+            framed(0, u32::MAX, &[0; 512]),
+            false,
+        )
+        .await;
+        assert_eq!(code, 8);
+    }
+    let growth = rss.growth();
+    assert!(growth < 32 * 1024, "RSS grew by {growth} KiB");
+    let fresh = raw_connect(proxy.addr).await;
+    let reply = timeout(
+        std::time::Duration::from_secs(2),
+        raw_unary(&fresh.send, common::raw_h2::grpc_head(proxy.addr, &[])),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.grpc_status, Some(0));
+    drop(backend);
+    proxy.shutdown().await;
+}
