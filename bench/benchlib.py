@@ -526,7 +526,7 @@ def calls_row(r: dict) -> str:
     )
 
 
-PROXY_ORDER = ["rpcgate", "rpcgate-admin", "rpcgate-acl", "nginx", "haproxy", "haproxy-1m"]
+PROXY_ORDER = ["rpcgate", "rpcgate-admin", "rpcgate-edge", "nginx", "haproxy", "haproxy-1m"]
 
 
 def ordered(rows: list[dict], scenarios: list[str]) -> list[dict]:
@@ -759,9 +759,10 @@ def cmd_report(results_path: str, meta_path: str, out_path: str) -> None:
     if line := metrics_line(by, plain_scens):
         verdict += "\n\n" + line
     acl = [(s, v) for s in plain_scens
-           if (v := cpu_ratio(by, s, "rpcgate", proxy="rpcgate-acl")) is not None]
+           if (v := cpu_ratio(by, s, "rpcgate", proxy="rpcgate-edge")) is not None]
     if acl:
-        verdict += ("\n\n**allow/deny on vs off**: CPU per call with an access list / without: "
+        verdict += ("\n\n**allow/deny + rate limit on vs off**: CPU per call with an access list "
+                    "and a rate limit on the listener / without (budget ≤ 1.10): "
                     + ", ".join(f"{s} {v:.2f}" for s, v in acl) + ".")
 
     others = [r["cpu0_other_pct"] for r in rows if r.get("cpu0_other_pct") is not None]

@@ -14,7 +14,8 @@
 # Usage: bench/run.sh [--quick] [--no-build] [--keep]
 #                     [--proxies "rpcgate rpcgate-admin nginx haproxy haproxy-1m"]
 #                     (rpcgate-admin: rpcgate with [admin], i.e. metrics on;
-#                      rpcgate-acl: rpcgate with allow/deny on the listener)
+#                      rpcgate-edge: rpcgate with allow/deny and a per-client rate limit
+#                      (never reached) on the listener)
 #                     [--tls-only | --no-tls] [--out FILE]
 set -euo pipefail
 
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
         --tls-only) PLAIN=0 ;;
         --no-tls) TLS=0 ;;
         --out) OUT="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -170,13 +171,15 @@ log "backends b1=127.0.0.1:$B1 b2=127.0.0.1:$B2 (CPU 1)"
 # ------------------------------------------------------------------ proxies
 PROXY_PID=""
 start_rpcgate() {
-    # start_rpcgate PORT [tls] [admin|acl]   (admin: with an [admin] API, i.e. metrics on;
-    # acl: with allow/deny lists on the listener)
+    # start_rpcgate PORT [tls] [admin|edge]   (admin: with an [admin] API, i.e. metrics on;
+    # edge: with allow/deny lists and a per-client rate limit, set above any load h2load
+    # makes, on the listener: what the checks cost, not refusals)
     local port=$1 tls=${2:-} admin=${3:-} dir="$WORK/rpcgate"
     local acl=""
-    if [[ $admin == acl ]]; then
+    if [[ $admin == edge ]]; then
         acl='allow = ["127.0.0.0/8"]
-deny = ["10.0.0.0/8", "192.168.0.0/16"]'
+deny = ["10.0.0.0/8", "192.168.0.0/16"]
+rate_limit = { requests_per_second = 1000000, burst = 100000, per = "client_ip" }'
     fi
     mkdir -p "$dir"
     local admin_table=""
@@ -370,7 +373,7 @@ for proxy in $PROXIES; do
         case "$proxy" in
             rpcgate) start_rpcgate "$port" "$tls" ;;
             rpcgate-admin) start_rpcgate "$port" "$tls" admin ;;
-            rpcgate-acl) start_rpcgate "$port" "$tls" acl ;;
+            rpcgate-edge) start_rpcgate "$port" "$tls" edge ;;
             nginx) start_nginx "$port" "$tls" ;;
             haproxy) start_haproxy "$port" "$tls" ;;
             haproxy-1m) start_haproxy "$port" "$tls" 1048576 ;;

@@ -56,6 +56,16 @@ deny = ["127.0.0.3"]"#,
             .await,
         Some(1.0)
     );
+    // Each denied call is counted with its status too.
+    assert_eq!(
+        proxy
+            .metric(
+                "rpcgate_requests_total",
+                &[("grpc_code", "PERMISSION_DENIED")]
+            )
+            .await,
+        Some(1.0)
+    );
     proxy.shutdown().await;
 }
 

@@ -91,6 +91,15 @@ rate_limit = { requests_per_second = 1, burst = 3 }"#,
             .await,
         Some(1.0)
     );
+    assert_eq!(
+        proxy
+            .metric(
+                "rpcgate_requests_total",
+                &[("route", "hello"), ("grpc_code", "RESOURCE_EXHAUSTED")]
+            )
+            .await,
+        Some(1.0)
+    );
     proxy.shutdown().await;
 }
 

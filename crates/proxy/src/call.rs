@@ -1,4 +1,4 @@
-//! One call, top to bottom: access list → route → rate limits → deadline → admission →
+//! One call, top to bottom: route → access lists and rate limits → deadline → admission →
 //! headers → attempts → response (gzipped when the listener says so).
 //!
 //! [`handle`] is the service hyper calls for every request (every HTTP/2 stream is its
@@ -118,14 +118,7 @@ async fn proxy_call(
         generation.log.client_error_detail,
     );
 
-    // 0. the listener's access list, decided when the connection was accepted
-    if !conn.allowed {
-        return end.respond(Verdict::new(Cause::NotAllowed {
-            client: conn.peer.ip(),
-            on: format!("listener {}", listener.name),
-        }));
-    }
-    // 1. route
+    // 1. route (found first so that every call is counted on the route it took)
     let view = RequestView {
         path: parts.uri.path(),
         authority: authority.as_ref().map(|a| a.as_str()),
@@ -133,37 +126,50 @@ async fn proxy_call(
         grpc,
     };
     let route = listener.route(&view);
-    // 2. the listener's rate limit: every call on it, routed or not
+    match route {
+        Some(route) => {
+            note_route(&mut end, route);
+            if generation.stats.per_call {
+                end.count_in(
+                    route.stats.clone(),
+                    route.stats.method(parts.uri.path(), grpc),
+                );
+            }
+        }
+        // Unrouted calls carry no method labels: a scanner's random paths must not use
+        // up the label budget of the real methods.
+        None if generation.stats.per_call => {
+            let unrouted = &listener.unrouted;
+            end.count_in(unrouted.clone(), unrouted.method(parts.uri.path(), false));
+        }
+        None => {}
+    }
+    // 2. the listener's access list, decided when the connection was accepted
+    if !conn.allowed {
+        let verdict = Verdict::new(Cause::NotAllowed {
+            client: conn.peer.ip(),
+            on: format!("listener {}", listener.name),
+        });
+        return match route {
+            Some(route) => refuse(end, route, verdict),
+            None => end.respond(verdict),
+        };
+    }
+    // 3. the listener's rate limit: every call on it, routed or not
     if let Some(limit) = &listener.rate_limit
         && let Err(wait) = limit.check(conn.peer.ip())
     {
         let stats = route.map_or(&listener.unrouted, |r| &r.stats);
         stats.limited_by_listener.fetch_add(1, Ordering::Relaxed);
-        if let Some(route) = route {
-            note_route(&mut end, route);
-        }
         let on = format!("listener {}", listener.name);
         let response = end.respond(rate_limited(on, limit, wait));
         return with_hint(response, route, grpc, wait);
     }
     let Some(route) = route else {
-        if generation.stats.per_call {
-            // Unrouted calls carry no method labels: a scanner's random paths must not
-            // use up the label budget of the real methods.
-            let unrouted = &listener.unrouted;
-            end.count_in(unrouted.clone(), unrouted.method(parts.uri.path(), false));
-        }
         return end.respond(Verdict::new(Cause::NoRoute {
             path: parts.uri.path().to_string(),
         }));
     };
-    note_route(&mut end, route);
-    if generation.stats.per_call {
-        end.count_in(
-            route.stats.clone(),
-            route.stats.method(parts.uri.path(), grpc),
-        );
-    }
     if !route.access.is_open() && !route.access.permits(conn.peer.ip()) {
         return refuse(
             end,
@@ -174,7 +180,7 @@ async fn proxy_call(
             }),
         );
     }
-    // 3. the route's rate limit
+    // 4. the route's rate limit
     if let Some(limit) = &route.rate_limit
         && let Err(wait) = limit.check(conn.peer.ip())
     {
@@ -183,14 +189,14 @@ async fn proxy_call(
         let response = end.respond(rate_limited(on, limit, wait));
         return with_hint(response, Some(route), grpc, wait);
     }
-    // 4. deadline
+    // 5. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
-    // 5. admission: max_requests and the circuit breaker
+    // 6. admission: max_requests and the circuit breaker
     match admission::admit(&route.cluster.limits) {
         Ok(admitted) => end.admitted(admitted),
         Err(verdict) => return refuse(end, route, verdict),
     }
-    // 6. headers
+    // 7. headers
     headers::prepare_request(
         &mut parts.headers,
         parts.version,
@@ -205,7 +211,7 @@ async fn proxy_call(
         deadline,
         authority: route.cluster.authority.clone().or(authority),
     };
-    // 7. attempts
+    // 8. attempts
     let body = if grpc {
         let encoded = grpc_framing::compression_allowed(&parts.headers);
         let reader = grpc_framing::FrameReader::new(route.max_message_bytes, encoded);
@@ -218,7 +224,7 @@ async fn proxy_call(
         Ok(answered) => answered,
         Err(verdict) => return refuse(end, route, verdict),
     };
-    // 8. response, gzipped for clients that take it when the listener says so
+    // 9. response, gzipped for clients that take it when the listener says so
     let response = response::deliver(answered, &target, end);
     if listener.compression && !grpc {
         compression::gzip_if_fitting(&parts.method, &parts.headers, response)
