@@ -82,3 +82,30 @@ async fn grpcio_is_retried_through_a_flaky_backend_and_its_deadline_cancels_the_
     assert_eq!(b1.cancelled() + b2.cancelled(), 1);
     proxy.shutdown().await;
 }
+
+/// grpcio honours the rate limit's `grpc-retry-pushback-ms` (gRFC A6): with a retry
+/// policy whose own backoff is 10 s, the refused call is retried after the pushback
+/// (about 0.5 s) and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_honours_the_rate_limit_pushback() {
+    let Some(python) = venv_python_or_skip("interop") else {
+        return;
+    };
+    let b1 = spawn_backend("b1").await.unwrap();
+    let config = common::OneCluster::backends(&[&b1])
+        .route("rate_limit = { requests_per_second = 2, burst = 1 }")
+        .build();
+    let proxy = start_proxy(&config);
+    let output = run_driver(&python, &proxy.addr.to_string(), &["--pushback"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("pushback honoured"), "{stdout}");
+    // The first call and the retry reached the backend; the refused attempt did not.
+    assert_eq!(b1.calls(), 2);
+    proxy.shutdown().await;
+}

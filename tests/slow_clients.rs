@@ -149,56 +149,66 @@ async fn a_connection_that_made_a_call_is_left_to_the_idle_timeout() {
     proxy.shutdown().await;
 }
 
-/// A client that stops taking a server stream's bytes (its HTTP/2 window stays shut) is
-/// closed after `send_timeout` of no progress, between 1× and 1.25× of it; the backend's
-/// stream, held by the proxy's back-pressure until then, is cancelled; other clients are
-/// served.
+/// Clients that stop taking a server stream's bytes (their HTTP/2 windows stay shut) are
+/// closed after `send_timeout` of no progress, between 1× and 1.25× of it; the backend
+/// streams, held by the proxy's back-pressure until then, are cancelled; memory stays
+/// bounded meanwhile; a fresh client is served.
 #[tokio::test(start_paused = true)]
-async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+async fn clients_that_stop_reading_are_cut_after_send_timeout() {
     use rpcgate_demo::pb::helloworld::HelloStreamRequest;
+    const CLIENTS: u64 = 8;
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let config = common::OneCluster::backends(&[&backend])
         .listener("send_timeout = \"4s\"")
         .build();
     let proxy = common::start_local_proxy(&config);
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(connection);
-    let request =
-        common::raw_h2::grpc_request(proxy.addr, "/helloworld.Greeter/SayHelloStream", &[]);
-    let mut send = send.ready().await.unwrap();
-    let (response, mut body) = send.send_request(request, false).unwrap();
-    // 10 000 replies of 10 KB: far more than the windows on the way hold.
-    let message = HelloStreamRequest {
-        name: "x".repeat(10_000),
-        count: 10_000,
-        interval_ms: 0,
-    };
-    body.send_data(common::raw_h2::grpc_frame(&message), true)
-        .unwrap();
-    let response = response.await.unwrap();
-    assert_eq!(response.status(), 200);
-    // Never read: the body's window stays at its initial 64 KiB.
-    let _unread = response.into_body();
+    let rss = common::rss::RssPeak::start();
+    let mut drivers = Vec::new();
+    let mut unread = Vec::new();
+    for _ in 0..CLIENTS {
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        drivers.push(tokio::spawn(connection));
+        let request =
+            common::raw_h2::grpc_request(proxy.addr, "/helloworld.Greeter/SayHelloStream", &[]);
+        let mut send = send.ready().await.unwrap();
+        let (response, mut body) = send.send_request(request, false).unwrap();
+        // 10 000 replies of 10 KB: far more than the windows on the way hold.
+        let message = HelloStreamRequest {
+            name: "x".repeat(10_000),
+            count: 10_000,
+            interval_ms: 0,
+        };
+        body.send_data(common::raw_h2::grpc_frame(&message), true)
+            .unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Never read: the body's window stays at its initial 64 KiB.
+        unread.push(response.into_body());
+    }
     let stalled = Instant::now();
-    bounded_wait(&backend, |b| b.in_flight() == 1).await;
-    // The connection ends (the driver returns) when the proxy closes it.
-    let _ = timeout(Duration::from_secs(30), driver)
-        .await
-        .expect("the stalled client was never cut");
+    bounded_wait(&backend, |b| b.in_flight() == CLIENTS).await;
+    // Each connection ends (its driver returns) when the proxy closes it.
+    for driver in drivers {
+        let _ = timeout(Duration::from_secs(30), driver)
+            .await
+            .expect("a stalled client was never cut");
+    }
     let after = stalled.elapsed();
     assert!(
         after >= Duration::from_secs(4)
             && after <= Duration::from_secs(5) + Duration::from_millis(100),
         "cut after {after:?}"
     );
-    // The backend stream the proxy held is cancelled.
+    // The backend streams the proxy held are cancelled.
     timeout(
         Duration::from_secs(5),
-        backend.wait_until(|b| b.in_flight() == 0 && b.cancelled() == 1),
+        backend.wait_until(|b| b.in_flight() == 0 && b.cancelled() == CLIENTS),
     )
     .await
-    .expect("the backend's stream was not cancelled");
+    .expect("the backend's streams were not cancelled");
+    let growth = rss.growth();
+    assert!(growth < 96 * 1024, "RSS grew by {growth} KiB");
     // A fresh client is served.
     let mut client = GreeterClient::new(proxy.channel().await);
     let reply = timeout(
@@ -209,6 +219,7 @@ async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
     .unwrap()
     .unwrap();
     assert_eq!(reply.get_ref().message, "Hello Ann from b1");
+    drop(unread);
     proxy.shutdown().await;
 }
 

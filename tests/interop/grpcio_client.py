@@ -7,13 +7,18 @@ through TARGET (a proxy, or one backend directly) and checks every answer.
 
 Usage: grpcio_client.py TARGET [--min-backends N]
                          [--ca F [--cert F --key F] [--server-name NAME]]
-                         [--resilience]
+                         [--resilience | --pushback]
 
 With --resilience it runs the resilience checks instead (for a proxy whose route retries
 UNAVAILABLE): a flaky backend whose first two attempts fail is retried until OK (the
 answer carries grpc-previous-rpc-attempts), and a call whose 300 ms deadline passes
 while the backend sleeps ends with DEADLINE_EXCEEDED (the caller then checks that the
 backend saw the cancellation).
+
+With --pushback it checks that grpcio honours the proxy's rate-limit hint (for a route
+that allows one call every 2 s): a call refused with RESOURCE_EXHAUSTED and
+grpc-retry-pushback-ms is retried by grpcio's own retry policy after the pushback, not
+after the policy's 10 s backoff, and succeeds.
 
 With --ca the channel is a TLS one (grpc.secure_channel, BoringSSL: a second TLS
 implementation next to rustls) trusting the CA in F; --cert/--key present a client
@@ -30,10 +35,12 @@ first mismatch (2 on a usage error).
 import argparse
 import collections
 import importlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 import grpc
 from grpc_tools import protoc
@@ -110,6 +117,7 @@ class Client:
         self.hw_grpc = importlib.import_module("helloworld_pb2_grpc")
         self.pc = importlib.import_module("pcbook_pb2")
         self.pc_grpc = importlib.import_module("pcbook_pb2_grpc")
+        self.target = target
         self.channel = make_channel(target, tls)
         self.greeter = self.hw_grpc.GreeterStub(self.channel)
         self.auth = self.pc_grpc.AuthServiceStub(self.channel)
@@ -242,6 +250,37 @@ class Client:
             "2",
         )
 
+    def pushback_honoured(self):
+        """A rate-limited call is retried by grpcio after the proxy's grpc-retry-pushback-ms
+        (gRFC A6), not after the policy's 10 s backoff: it succeeds well within 5 s."""
+        config = json.dumps({
+            "methodConfig": [{
+                "name": [{"service": "helloworld.Greeter"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "10s",
+                    "maxBackoff": "10s",
+                    "backoffMultiplier": 1,
+                    "retryableStatusCodes": ["RESOURCE_EXHAUSTED"],
+                },
+            }]
+        })
+        channel = grpc.insecure_channel(
+            self.target,
+            options=[("grpc.enable_retries", 1), ("grpc.service_config", config)],
+        )
+        greeter = self.hw_grpc.GreeterStub(channel)
+        greeter.SayHello(self.hw.HelloRequest(name="first"), timeout=TIMEOUT_S)
+        started = time.monotonic()
+        reply, call = greeter.SayHello.with_call(
+            self.hw.HelloRequest(name="second"), timeout=5
+        )
+        waited = time.monotonic() - started
+        backend = self.tagged("rate-limited call, retried", call)
+        expect("retried call message", reply.message, f"Hello second from {backend}")
+        expect("waited for the pushback (0.2 s to 3 s)", 0.2 <= waited <= 3.0, True)
+        print(f"ok  {'pushback honoured':<28} after {waited:.2f} s")
+
     def deadline_cancels(self):
         try:
             self.greeter.SayHello(
@@ -296,6 +335,11 @@ def main():
         "--server-name", help="TLS: check the server certificate against this name"
     )
     parser.add_argument(
+        "--pushback",
+        action="store_true",
+        help="run the rate-limit pushback check (the route allows one call every 2 s)",
+    )
+    parser.add_argument(
         "--resilience",
         action="store_true",
         help="run the retry and deadline checks instead of the call-kind checks",
@@ -310,17 +354,22 @@ def main():
     try:
         generate_stubs(out_dir)
         client = Client(args.target, args)
-        checks = [client.flaky_retried, client.deadline_cancels] if args.resilience else [
-            client.unary,
-            client.server_stream,
-            client.client_stream,
-            client.bidi,
-            client.big_unary,
-            client.gzip_unary,
-            client.metadata_echo,
-            client.failure_with_details,
-            client.pcbook,
-        ]
+        if args.pushback:
+            checks = [client.pushback_honoured]
+        elif args.resilience:
+            checks = [client.flaky_retried, client.deadline_cancels]
+        else:
+            checks = [
+                client.unary,
+                client.server_stream,
+                client.client_stream,
+                client.bidi,
+                client.big_unary,
+                client.gzip_unary,
+                client.metadata_echo,
+                client.failure_with_details,
+                client.pcbook,
+            ]
         try:
             for check in checks:
                 check()
