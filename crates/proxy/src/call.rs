@@ -189,14 +189,28 @@ async fn proxy_call(
         let response = end.respond(rate_limited(on, limit, wait));
         return with_hint(response, Some(route), grpc, wait);
     }
-    // 5. deadline
+    // 5. the gRPC framing checks, on what the client has sent already (for a unary call,
+    //    usually its message: refused then before any backend is asked) and on the rest
+    //    as it streams
+    let body = if grpc {
+        let encoded = grpc_framing::compression_allowed(&parts.headers);
+        let reader = grpc_framing::FrameReader::new(route.max_message_bytes, encoded);
+        grpc_framing::CheckedBody::wrap(body, reader)
+    } else {
+        body
+    };
+    let mut body = RequestBody::new(body);
+    if let Err(error) = body.read_ahead() {
+        return refuse(end, route, Verdict::new(Cause::client_body_failed(error)));
+    }
+    // 6. deadline
     let deadline = Deadline::for_call(&parts.headers, route.timeout, started);
-    // 6. admission: max_requests and the circuit breaker
+    // 7. admission: max_requests and the circuit breaker
     match admission::admit(&route.cluster.limits) {
         Ok(admitted) => end.admitted(admitted),
         Err(verdict) => return refuse(end, route, verdict),
     }
-    // 7. headers
+    // 8. headers
     headers::prepare_request(
         &mut parts.headers,
         parts.version,
@@ -211,20 +225,12 @@ async fn proxy_call(
         deadline,
         authority: route.cluster.authority.clone().or(authority),
     };
-    // 8. attempts
-    let body = if grpc {
-        let encoded = grpc_framing::compression_allowed(&parts.headers);
-        let reader = grpc_framing::FrameReader::new(route.max_message_bytes, encoded);
-        grpc_framing::CheckedBody::wrap(body, reader)
-    } else {
-        body
-    };
-    let mut body = RequestBody::new(body);
+    // 9. attempts
     let answered = match attempt::run(&target, &parts, &mut body, &mut end).await {
         Ok(answered) => answered,
         Err(verdict) => return refuse(end, route, verdict),
     };
-    // 9. response, gzipped for clients that take it when the listener says so
+    // 10. response, gzipped for clients that take it when the listener says so
     let response = response::deliver(answered, &target, end);
     if listener.compression && !grpc {
         compression::gzip_if_fitting(&parts.method, &parts.headers, response)

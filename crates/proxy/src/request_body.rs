@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -116,6 +117,38 @@ impl RequestBody {
             self.incoming.take()
         };
         Ok(Prefixed { kept, rest }.boxed_unsync())
+    }
+
+    /// Reads what the client has already sent, without waiting: for a unary call usually
+    /// its whole message, so the framing checks ([`crate::grpc_framing`]) can refuse it
+    /// before any backend is asked. What is read is kept and sent first by the attempt.
+    pub(crate) fn read_ahead(&mut self) -> Result<(), BoxError> {
+        // Up to the replay limit: what is read is kept for a retry anyway.
+        while !self.incoming_done && self.trailers.is_none() && self.replayable {
+            let Some(incoming) = self.incoming.as_mut() else {
+                return Ok(());
+            };
+            match incoming.frame().now_or_never() {
+                None => return Ok(()),
+                Some(None) => self.incoming_done = true,
+                Some(Some(Err(error))) => return Err(error),
+                Some(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.bytes_in += data.len() as u64;
+                        self.kept_bytes += data.len();
+                        // Kept to be sent even past the replay limit; then not replayable.
+                        self.replayable = self.kept_bytes <= REPLAY_LIMIT;
+                        self.kept.push(data);
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailers = Some(trailers);
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
     }
 
     /// Starts a new attempt from the beginning of the body.
