@@ -743,6 +743,35 @@ async fn a_header_list_over_the_limit_is_refused_on_its_own_stream() {
     proxy.shutdown().await;
 }
 
+/// Many tiny fields: each costs its name, value and 32 bytes in the decoded size, so the
+/// field count is bounded too (here 300 one-byte fields, 10 KB decoded in a 3 KB block,
+/// over an 8 KiB limit).
+#[tokio::test]
+async fn many_tiny_header_fields_are_refused_by_the_decoded_size() {
+    let _shared = no_rss_lock().await;
+    let (backend, proxy) = proxy_with("max_header_bytes = 8192").await;
+    let mut conn = Conn::open(proxy.addr).await;
+    let names: Vec<String> = (0..300).map(|i| format!("x{i}")).collect();
+    let extra: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let fields = grpc_fields(proxy.addr, &extra);
+    conn.send(&request(&fields, Some(&hello_message())))
+        .await
+        .unwrap();
+    let outcome = conn.outcome(1, ANSWER_BOUND).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Response(Some(431)) | Outcome::Reset(REFUSED_STREAM | PROTOCOL_ERROR)
+        ),
+        "not refused as a stream error: {outcome:?}"
+    );
+    assert_eq!(backend.calls(), 1, "the request reached the backend");
+    assert_eq!(conn.alive_or_closed(&[]).await, End::Alive);
+    fresh_client_served(&proxy, SERVED_BOUND).await;
+    drop(conn);
+    proxy.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Attack 6: control-frame floods, never reading what the proxy answers.
 

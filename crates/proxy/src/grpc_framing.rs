@@ -11,10 +11,14 @@
 //!   other than 0 and 1 → INTERNAL;
 //! - a body that ends inside a message (the length prefix promised more) → INTERNAL.
 //!
-//! [`CheckedBody`] applies the reader to a request body: the first offending chunk is
-//! never forwarded; the body yields a [`FramingError`] instead, which the attempt turns
-//! into that status for the client and a reset (CANCEL) of the upstream stream. Other
-//! streams of the client's connection are untouched.
+//! `CheckedBody` applies the reader to a request body: the first offending chunk is
+//! never forwarded; the body yields a [`FramingError`] instead. Before any backend is
+//! asked, the call reads what the client has sent already
+//! (`RequestBody::read_ahead`): a unary
+//! call's message usually came with its headers, so it is refused with no upstream stream
+//! at all. Later in a stream, the attempt turns the error into that status for the client
+//! and a reset (CANCEL) of the upstream stream. Other streams of the client's connection
+//! are untouched.
 
 use std::fmt;
 use std::pin::Pin;
