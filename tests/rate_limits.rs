@@ -68,9 +68,8 @@ rate_limit = { requests_per_second = 1, burst = 3 }"#,
     assert_eq!(refused.grpc_status, Some(8), "{refused:?}");
     let message = refused.headers["grpc-message"].to_str().unwrap();
     assert!(
-        message.contains(
-            "rate limit of route hello exceeded (1 calls/s, burst 3, per client address)"
-        ),
+        message
+            .contains("rate limit of route hello exceeded (1 call/s, burst 3, per client address)"),
         "{message}"
     );
     let pushback: u64 = refused.headers["grpc-retry-pushback-ms"]

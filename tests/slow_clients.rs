@@ -158,8 +158,14 @@ async fn clients_that_stop_reading_are_cut_after_send_timeout() {
     use rpcgate_demo::pb::helloworld::HelloStreamRequest;
     const CLIENTS: u64 = 8;
     let backend = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let dir = common::files::TempDir::new("send-timeout");
+    let log = dir.0.join("access.log");
     let config = common::OneCluster::backends(&[&backend])
         .listener("send_timeout = \"4s\"")
+        .log(format!(
+            "access_log = {}\nformat = \"json\"",
+            common::files::toml_path(&log)
+        ))
         .build();
     let proxy = common::start_local_proxy(&config);
     let rss = common::rss::RssPeak::start();
@@ -209,6 +215,24 @@ async fn clients_that_stop_reading_are_cut_after_send_timeout() {
     .expect("the backend's streams were not cancelled");
     let growth = rss.growth();
     assert!(growth < 96 * 1024, "RSS grew by {growth} KiB");
+    // The access log says why each call ended (waiting on the writer thread in real time:
+    // the paused clock would run a timeout out at once).
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= CLIENTS as usize {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lines.len(), CLIENTS as usize, "{lines:?}");
+    for line in &lines {
+        assert!(line.contains("\"reason\":\"send_timeout\""), "{line}");
+    }
     // A fresh client is served.
     let mut client = GreeterClient::new(proxy.channel().await);
     let reply = timeout(

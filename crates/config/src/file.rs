@@ -121,8 +121,8 @@ pub struct ListenerFile {
 pub struct RateLimitFile {
     /// Tokens added per second.
     pub requests_per_second: Spanned<f64>,
-    /// Bucket size: calls allowed in a burst.
-    pub burst: Option<Spanned<u32>>,
+    /// Bucket size: calls allowed in a burst (checked to be 1 to `u32::MAX`).
+    pub burst: Option<Spanned<i64>>,
     /// `client_ip | listener`: one bucket per client address or one for all.
     pub per: Option<Spanned<String>>,
     /// `per = "client_ip"`: client addresses tracked at most (default:

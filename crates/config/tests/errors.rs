@@ -92,7 +92,7 @@ fn wrong_types_and_missing_keys() {
 
     let (pos, msg) = one("listeners = 5\n");
     assert_eq!(pos, at(1, 13, "listeners"));
-    assert!(msg.contains("expected a sequence"), "{msg}");
+    assert!(msg.contains("expected an array"), "{msg}");
 }
 
 #[test]
@@ -256,9 +256,9 @@ fn header_names_and_values() {
     assert_eq!(
         lines(&text),
         [
-            "t.toml:8:21: listeners[0].routes[0].request_headers.\"bad name\": invalid HTTP header name \"bad name\"",
+            "t.toml:8:21: listeners[0].routes[0].request_headers.\"bad name\": invalid HTTP header name \"bad name\": a name is letters, digits and - (no spaces or colons), e.g. \"x-frame-options\"",
             "t.toml:9:31: listeners[0].routes[0].response_headers.x-ok: invalid HTTP header value (control characters are not allowed)",
-            "t.toml:10:19: listeners[0].routes[0].match.headers.\"x(y)\": invalid HTTP header name \"x(y)\"",
+            "t.toml:10:19: listeners[0].routes[0].match.headers.\"x(y)\": invalid HTTP header name \"x(y)\": a name is letters, digits and - (no spaces or colons), e.g. \"x-frame-options\"",
         ]
     );
 }
@@ -568,7 +568,7 @@ fn rate_limits_are_checked_at_their_keys() {
     assert_eq!(
         listener("{ requests_per_second = 5, burst = 0 }"),
         [
-            "t.toml:5:49: listeners[0].rate_limit.burst: must be at least 1 (the calls allowed at once)"
+            "t.toml:5:49: listeners[0].rate_limit.burst: must be 1 to 4294967295 (the calls allowed at once)"
         ]
     );
     assert_eq!(
@@ -617,4 +617,38 @@ fn message_size_and_send_timeout_are_checked() {
         "compression = \"yes\"",
     ));
     assert_eq!(pos.2, "listeners[0].compression");
+}
+
+#[test]
+fn headers_the_protocol_manages_cannot_be_set() {
+    for (name, why) in [
+        ("content-length", "frames the body"),
+        ("transfer-encoding", "frames the body"),
+        ("connection", "hop-by-hop"),
+        ("grpc-status", "gRPC status"),
+        ("content-encoding", "how the body is encoded"),
+    ] {
+        let (pos, msg) = one(&minimal_with(
+            "cluster = \"backends\"",
+            &format!("response_headers = {{ \"{name}\" = \"5\" }}"),
+        ));
+        assert_eq!(
+            pos.2,
+            format!("listeners[0].routes[0].response_headers.{name}")
+        );
+        assert!(
+            msg.contains("cannot be set here") && msg.contains(why),
+            "{name}: {msg}"
+        );
+    }
+    let (_, msg) = one(&minimal_with(
+        "cluster = \"backends\"",
+        "request_headers = { \"x frame\" = \"1\" }",
+    ));
+    assert!(msg.contains("letters, digits and -"), "{msg}");
+    let warned = common::ok(&minimal_with(
+        "cluster = \"backends\"",
+        "response_headers = { \"content-type\" = \"text/html\" }",
+    ));
+    assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
 }

@@ -83,6 +83,7 @@ name = "edge"
 address = "127.0.0.1:8080"
 max_header_bytes = 100
 max_connection_age = "100ms"
+send_timeout = "100ms"
 
 [[listeners.routes]]
 name = "r"
@@ -107,9 +108,10 @@ endpoints = ["127.0.0.1:1"]
         "listeners[0].max_header_bytes: 100 bytes is small",
         "listeners[0].routes[0]: has no `match`: it takes every request, so the routes after it are never used",
         "listeners[0].routes[1]: can never match",
-        "t.toml:16:8: listeners[0].routes[1].name: route name \"r\" is also the name of listeners[0].routes[0]",
+        "t.toml:17:8: listeners[0].routes[1].name: route name \"r\" is also the name of listeners[0].routes[0]",
         "listeners[1]: has no routes",
         "listeners[0].max_connection_age: 100ms is very short: every client reconnects that often",
+        "listeners[0].send_timeout: 100ms is very short: a client that pauses reading a stream that long loses its connection",
     ] {
         assert!(got.contains(want), "{want:?} missing from:\n{got}");
     }

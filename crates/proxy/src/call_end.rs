@@ -132,6 +132,16 @@ impl CallEnd {
 
     /// Ends the call: `bytes_out` response body bytes went to the client.
     pub(crate) fn finish(mut self, verdict: Verdict, bytes_out: u64) {
+        // A client "gone" because `send_timeout` closed its connection is told apart.
+        let stalled = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.conn().send_stalled.load(Ordering::Relaxed));
+        let verdict = if stalled && matches!(verdict.cause, Cause::ClientGone) {
+            Verdict::new(Cause::SendTimeout)
+        } else {
+            verdict
+        };
         self.complete(&verdict, bytes_out);
     }
 

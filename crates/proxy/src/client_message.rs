@@ -72,6 +72,7 @@ pub(crate) fn client_message(
         | Cause::NoRoute { .. }
         | Cause::NoEndpoint { .. }
         | Cause::ClientGone
+        | Cause::SendTimeout
         | Cause::Panicked
         | Cause::ShuttingDown
         | Cause::NotAllowed { .. }

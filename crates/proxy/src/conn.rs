@@ -48,6 +48,8 @@ pub(crate) struct ConnCtx {
     pub(crate) allowed: bool,
     /// Its response bodies waiting on the client (`send_timeout`).
     pub(crate) send_watch: Arc<crate::send_stall::SendWatch>,
+    /// Set when `send_timeout` closed the connection: its calls end as `send_timeout`.
+    pub(crate) send_stalled: AtomicBool,
 }
 
 impl ConnCtx {
@@ -74,6 +76,7 @@ impl ConnCtx {
             since: Instant::now(),
             allowed,
             send_watch: Arc::default(),
+            send_stalled: AtomicBool::new(false),
         }
     }
 

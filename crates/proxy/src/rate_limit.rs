@@ -184,10 +184,9 @@ impl RateLimit {
             RateLimitScope::ClientIp => "per client address",
             RateLimitScope::Listener => "for all clients",
         };
-        format!(
-            "{} calls/s, burst {}, {per}",
-            self.settings.requests_per_second, self.settings.burst
-        )
+        let rate = self.settings.requests_per_second;
+        let calls = if rate == 1.0 { "call" } else { "calls" };
+        format!("{rate} {calls}/s, burst {}, {per}", self.settings.burst)
     }
 }
 

@@ -150,6 +150,24 @@ impl Core {
     }
 }
 
+/// The names of the routes whose settings differ, for two lists of the same routes to
+/// the same clusters (the cluster's index may move when clusters are added; its name was
+/// compared already).
+fn changed_settings<'a>(
+    before: impl Iterator<Item = &'a rpcgate_config::Route>,
+    after: impl Iterator<Item = &'a rpcgate_config::Route>,
+) -> Vec<String> {
+    before
+        .zip(after)
+        .filter(|(was, now)| {
+            let mut was = (*was).clone();
+            was.cluster = now.cluster;
+            was != **now
+        })
+        .map(|(_, now)| now.name.clone())
+        .collect()
+}
+
 /// What a swap changed, in a few words for the log: clusters added, removed or changed,
 /// routes changed, listeners bound, re-bound or removed.
 fn changes(
@@ -196,12 +214,23 @@ fn changes(
                 .collect()
         })
     };
+    let mut changed_routes = Vec::new();
     for listener in new.listeners() {
-        if old.listener(&listener.name).is_some()
-            && routes(old, &listener.name) != routes(new, &listener.name)
-        {
+        let Some(before) = old.listener(&listener.name) else {
+            continue;
+        };
+        if routes(old, &listener.name) != routes(new, &listener.name) {
             parts.push(format!("routes of listener {} changed", listener.name));
+            continue;
         }
+        // Same routes to the same clusters: say which of them changed a setting.
+        changed_routes.extend(changed_settings(
+            before.routes.iter().map(|r| &r.config),
+            listener.routes.iter().map(|r| &r.config),
+        ));
+    }
+    if !changed_routes.is_empty() {
+        parts.push(format!("routes changed: {}", changed_routes.join(", ")));
     }
     for listener in new_set.iter() {
         if old_set.iter().any(|o| Arc::ptr_eq(o, listener)) {
@@ -226,5 +255,31 @@ fn changes(
         "nothing changed".to_owned()
     } else {
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(extra: &str) -> Vec<rpcgate_config::Route> {
+        let text = format!(
+            "[[listeners]]\nname = \"edge\"\naddress = \"127.0.0.1:0\"\n\
+             [[listeners.routes]]\nname = \"a\"\ncluster = \"c\"\n{extra}\n\
+             [[listeners.routes]]\nname = \"b\"\ncluster = \"c\"\n\
+             [[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n"
+        );
+        let config = rpcgate_config::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        config.listeners[0].routes.clone()
+    }
+
+    #[test]
+    fn a_changed_limit_names_its_route() {
+        let before = routes("rate_limit = { requests_per_second = 1 }");
+        let after = routes("rate_limit = { requests_per_second = 2 }");
+        assert_eq!(changed_settings(before.iter(), after.iter()), ["a"]);
+        assert!(changed_settings(before.iter(), before.iter()).is_empty());
+        let headers = routes("response_headers = { \"x-frame-options\" = \"DENY\" }");
+        assert_eq!(changed_settings(before.iter(), headers.iter()), ["a"]);
     }
 }

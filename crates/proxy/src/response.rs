@@ -50,10 +50,14 @@ fn from_h2(
     mut end: CallEnd,
 ) -> Response<ProxyBody> {
     let (mut head, recv) = response.into_parts();
+    // Answered in the client's HTTP version, not the backend hop's.
+    head.version = http::Version::default();
     end.hold(guard, target.cluster.name.clone());
     end.status = head.status.as_u16();
     if end.grpc && head.status != StatusCode::OK && !head.headers.contains_key("grpc-status") {
-        return end.respond(Verdict::new(Cause::UpstreamHttpError(head.status)));
+        let mut answer = end.respond(Verdict::new(Cause::UpstreamHttpError(head.status)));
+        headers::set_all(answer.headers_mut(), &target.route.response_headers);
+        return answer;
     }
     // No hop-by-hop scan: the h2 codec refuses a response carrying such headers.
     headers::hide_backend(&mut head.headers);
@@ -89,6 +93,9 @@ fn from_http1(
     mut end: CallEnd,
 ) -> Response<ProxyBody> {
     let (mut head, incoming) = response.into_parts();
+    // The backend's HTTP version is its own hop's: the client is answered in its own
+    // (an HTTP/1.0 backend must not make HTTP/1.1 clients close after each answer).
+    head.version = http::Version::default();
     // hyper's HTTP/1.1 client gives no trailers to wait for: the head is the outcome.
     Verdict::completed(None, head.status).settle(guard, &target.cluster.name);
     end.status = head.status.as_u16();

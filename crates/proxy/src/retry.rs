@@ -79,7 +79,8 @@ impl RetryState {
             Cause::DeadlineBeforeHead(_)
             | Cause::DeadlineMidStream
             | Cause::ClientCancelled(_)
-            | Cause::ClientGone => false,
+            | Cause::ClientGone
+            | Cause::SendTimeout => false,
             _ => fault == Fault::Upstream && code.is_some_and(|c| self.on.contains(&c)),
         }
     }

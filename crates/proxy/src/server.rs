@@ -145,6 +145,7 @@ pub(crate) async fn serve<IO>(
             }
             _ = stall_tick.as_mut() => {
                 if stall.tick() {
+                    ctx.send_stalled.store(true, Ordering::Relaxed);
                     tracing::warn!(
                         %peer,
                         send_timeout = ?lifetime.send_timeout,

@@ -120,6 +120,8 @@ pub(crate) struct RouteState {
     pub(crate) rate_limit: Option<Arc<RateLimit>>,
     /// The largest gRPC message accepted from the client.
     pub(crate) max_message_bytes: u32,
+    /// The route as the configuration gave it (for the reload's log of what changed).
+    pub(crate) config: rpcgate_config::Route,
 }
 
 /// A cluster, ready for the hot path.
@@ -191,6 +193,7 @@ impl Generation {
                         Ok(RouteState {
                             rate_limit: carried_limit(route.rate_limit.as_ref(), old_limit),
                             max_message_bytes: route.max_message_bytes,
+                            config: route.clone(),
                             stats: stats.route(&listener.name, &route.name, &cluster.name),
                             matcher: route.matcher.clone(),
                             access: route.access.clone(),

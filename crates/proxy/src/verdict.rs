@@ -246,6 +246,8 @@ pub enum Cause {
     ClientCancelled(crate::body::BoxError),
     /// The client went away before the call ended (its stream or connection closed).
     ClientGone,
+    /// `send_timeout` closed the client's connection: it took none of its responses.
+    SendTimeout,
     /// The client's request body broke gRPC's framing or the route's `max_message_bytes`.
     BadMessage(crate::grpc_framing::FramingError),
     /// The request could not be turned into an upstream request.
@@ -305,6 +307,7 @@ impl Cause {
             Cause::UpstreamHttpError(_) => "upstream_http_error",
             Cause::ClientCancelled(_) => "client_cancelled",
             Cause::ClientGone => "client_gone",
+            Cause::SendTimeout => "send_timeout",
             Cause::BadMessage(error) if error.is_too_large() => "message_too_large",
             Cause::BadMessage(_) => "bad_message",
             Cause::BadRequest(_) => "bad_request",
@@ -405,6 +408,9 @@ impl fmt::Display for Cause {
             }
             Cause::ClientCancelled(error) => write!(f, "the client cancelled the call: {error}"),
             Cause::ClientGone => f.write_str("client went away"),
+            Cause::SendTimeout => f.write_str(
+                "the client took none of its responses for send_timeout: connection closed",
+            ),
             Cause::BadMessage(error) => write!(f, "{error}"),
             Cause::BadRequest(error) => write!(f, "bad request: {error}"),
             Cause::Panicked => f.write_str("internal error in rpcgate while handling the call"),
@@ -591,7 +597,7 @@ fn classify(cause: &Cause) -> (Fault, Processing, Option<Code>, StatusCode, Heal
                 H::Success
             },
         ),
-        Cause::ClientCancelled(_) | Cause::ClientGone => (
+        Cause::ClientCancelled(_) | Cause::ClientGone | Cause::SendTimeout => (
             F::Client,
             Maybe,
             Some(Code::CANCELLED),
@@ -722,6 +728,7 @@ impl Verdict {
             (
                 Cause::ClientCancelled(_)
                 | Cause::ClientGone
+                | Cause::SendTimeout
                 | Cause::ShuttingDown
                 | Cause::NotAllowed { .. }
                 | Cause::RateLimited { .. }

@@ -236,8 +236,7 @@ fn shape_errors<'t>(
     for e in &mut errors {
         for section in ["listeners", "clusters"] {
             if e.key().starts_with(section)
-                && e.message()
-                    .contains("invalid type: map, expected a sequence")
+                && e.message().contains("invalid type: map, expected an array")
             {
                 *e = src.error(
                     &src.key_span(&KeyPath::root(section), &(0..0)),
@@ -327,7 +326,17 @@ fn with_suggestion(message: &str) -> String {
         .replace("expected usize", "expected a whole number")
         .replace("expected u32", "expected a whole number")
         .replace("expected u64", "expected a whole number")
-        .replace("expected f64", "expected a number");
+        .replace("expected f64", "expected a number")
+        .replace("expected i64", "expected a whole number")
+        .replace(
+            "expected a sequence",
+            "expected an array, e.g. [\"…\", \"…\"]",
+        );
+    // "expected struct RateLimitFile": a table of keys, not a Rust type.
+    let plain = match plain.split_once("expected struct ") {
+        Some((before, _)) => format!("{before}expected a table, e.g. {{ key = value, … }}"),
+        None => plain,
+    };
     let message = plain.as_str();
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return message.to_owned();

@@ -29,27 +29,33 @@ impl Validator<'_> {
             ok = false;
         }
         let burst = match &file.burst {
-            Some(b) if *b.get_ref() == 0 => {
-                self.err(
-                    &b.span(),
-                    &key.key("burst"),
-                    "must be at least 1 (the calls allowed at once)",
-                );
-                ok = false;
-                1
-            }
-            Some(b) => *b.get_ref(),
+            Some(b) => match u32::try_from(*b.get_ref()) {
+                Ok(burst) if burst >= 1 => burst,
+                _ => {
+                    self.err(
+                        &b.span(),
+                        &key.key("burst"),
+                        format!("must be 1 to {} (the calls allowed at once)", u32::MAX),
+                    );
+                    ok = false;
+                    1
+                }
+            },
             None if ok => defaults::rate_limit_burst(rate),
             None => 1,
         };
-        let per = match file.per.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        let per_lower = file.per.as_ref().map(|p| p.get_ref().to_ascii_lowercase());
+        let per = match file.per.as_ref().zip(per_lower.as_deref()) {
             None | Some((_, "client_ip")) => RateLimitScope::ClientIp,
             Some((_, "listener")) => RateLimitScope::Listener,
-            Some((p, other)) => {
+            Some((p, _)) => {
                 self.err(
                     &p.span(),
                     &key.key("per"),
-                    format!("unknown scope {other:?}, expected client_ip or listener"),
+                    format!(
+                        "unknown scope {:?}, expected client_ip or listener",
+                        p.get_ref()
+                    ),
                 );
                 ok = false;
                 RateLimitScope::ClientIp

@@ -113,12 +113,12 @@ impl Validator<'_> {
         let request_headers = r
             .request_headers
             .as_ref()
-            .map(|h| self.headers(h.get_ref(), &key.key("request_headers")))
+            .map(|h| self.headers(h.get_ref(), &key.key("request_headers"), Use::Set))
             .unwrap_or_default();
         let response_headers = r
             .response_headers
             .as_ref()
-            .map(|h| self.headers(h.get_ref(), &key.key("response_headers")))
+            .map(|h| self.headers(h.get_ref(), &key.key("response_headers"), Use::Set))
             .unwrap_or_default();
         Route {
             name,
@@ -304,7 +304,7 @@ impl Validator<'_> {
         let headers = m
             .headers
             .as_ref()
-            .map(|h| self.headers(h.get_ref(), &key.key("headers")))
+            .map(|h| self.headers(h.get_ref(), &key.key("headers"), Use::Match))
             .unwrap_or_default();
         RouteMatch {
             service,
@@ -319,7 +319,10 @@ impl Validator<'_> {
 
     /// Header names are lower-cased (HTTP/2 requires it) and must be valid and distinct;
     /// values must be valid header values.
-    fn headers(&mut self, map: &HeaderMapFile, key: &KeyPath) -> Vec<(String, String)> {
+    /// A header table: valid names and values, none given twice; for `request_headers` /
+    /// `response_headers`, none that rpcgate or the protocol itself manages
+    /// ([`reserved_header`]).
+    fn headers(&mut self, map: &HeaderMapFile, key: &KeyPath, usage: Use) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(map.len());
         for (name, value) in map {
             let k = key.key(name.get_ref());
@@ -328,9 +331,27 @@ impl Validator<'_> {
                 self.err(
                     &name.span(),
                     &k,
-                    format!("invalid HTTP header name {:?}", name.get_ref()),
+                    format!(
+                        "invalid HTTP header name {:?}: a name is letters, digits and - (no spaces or colons), e.g. \"x-frame-options\"",
+                        name.get_ref()
+                    ),
                 );
                 continue;
+            }
+            if let Some(why) = reserved_header(&lower).filter(|_| usage == Use::Set) {
+                self.err(
+                    &name.span(),
+                    &k,
+                    format!("header {lower:?} cannot be set here: {why}"),
+                );
+                continue;
+            }
+            if lower == "content-type" && usage == Use::Set {
+                self.warn(
+                    &name.span(),
+                    &k,
+                    "replaces the content type of every answer of the route; gRPC clients refuse an answer that is not application/grpc",
+                );
             }
             if http::HeaderValue::from_str(value.get_ref()).is_err() {
                 self.err(
@@ -355,4 +376,35 @@ impl Validator<'_> {
         out.sort();
         out
     }
+}
+
+/// What a header table is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// `request_headers` / `response_headers`: set on the way.
+    Set,
+    /// `match.headers`: compared.
+    Match,
+}
+
+/// Why a header may not be set by `request_headers` / `response_headers`, if it may not:
+/// the ones that frame the message or the connection (setting them desynchronises the
+/// peer or breaks HTTP/2), and gRPC's own status fields (a proxy error would read OK).
+fn reserved_header(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "content-length" | "transfer-encoding" => {
+            "it frames the body, which rpcgate sets from the body itself"
+        }
+        "connection" | "keep-alive" | "proxy-connection" | "upgrade" | "te" | "trailer" => {
+            "it is a hop-by-hop header, managed per connection (and not allowed in HTTP/2)"
+        }
+        "host" => "the upstream authority is the cluster's `authority` key",
+        "grpc-status" | "grpc-message" | "grpc-status-details-bin" => {
+            "it carries the call's gRPC status, which comes from the backend or from rpcgate"
+        }
+        "grpc-encoding" | "content-encoding" => {
+            "it says how the body is encoded; a wrong value makes the body unreadable"
+        }
+        _ => return None,
+    })
 }

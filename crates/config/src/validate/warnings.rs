@@ -170,6 +170,12 @@ impl Validator<'_> {
                     l_file.get_ref().idle_timeout.as_ref(),
                     "clients between two calls are disconnected and must reconnect",
                 ),
+                (
+                    "send_timeout",
+                    Some(l.send_timeout),
+                    l_file.get_ref().send_timeout.as_ref(),
+                    "a client that pauses reading a stream that long loses its connection",
+                ),
             ];
             for (name, value, written, effect) in short {
                 if let (Some(value), Some(written)) = (value, written)
