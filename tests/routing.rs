@@ -450,3 +450,50 @@ cluster = "main"
     );
     proxy.shutdown().await;
 }
+
+/// An HTTP/1.0 backend (Python's `http.server`, say) answers in HTTP/1.0; HTTP/1.1
+/// clients still get HTTP/1.1 from the proxy and keep their connection for the next
+/// request.
+#[tokio::test]
+async fn an_http10_backend_does_not_make_clients_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let config = common::OneCluster::new(format!("\"{backend}\""))
+        .cluster("protocol = \"http1\"")
+        .build();
+    let proxy = common::start_proxy(&config);
+    bounded(async {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..2 {
+            let request = http::Request::get("/x")
+                .header("host", "x")
+                .body(String::new())
+                .unwrap();
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_11);
+            assert!(!response.headers().contains_key("connection"));
+            let body = common::http::collect(response.into_body()).await;
+            assert_eq!(body, "ok");
+        }
+    })
+    .await;
+    proxy.shutdown().await;
+}
