@@ -102,6 +102,12 @@ async fn text_lines_read_like_nginx_and_include_proxy_errors() {
     assert!(lines[1].contains("route=- cluster=-"), "{}", lines[1]);
     assert!(lines[1].ends_with("reason=no_route"), "{}", lines[1]);
     assert!(lines[0].ends_with("reason=-"), "{}", lines[0]);
+    // A plain-HTTP error of the proxy's own counts its body's bytes.
+    let (head, body) = common::http::http1_get(proxy.addr, "/nothing", &[]).await;
+    assert_eq!((head.status.as_u16(), body.len()), (404, 22));
+    let lines = read_lines(&log, 3).await;
+    assert!(lines[2].contains("\"GET /nothing HTTP/1.1\" 404 "), "{}", lines[2]);
+    assert!(lines[2].contains(" 22 \""), "{}", lines[2]);
     proxy.shutdown().await;
 }
 

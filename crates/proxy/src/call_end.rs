@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::Response;
+use http_body::Body as _;
 use rpcgate_balance::CallGuard;
 use rpcgate_config::ClientErrorDetail;
 use tokio::time::Instant;
@@ -164,7 +165,9 @@ impl CallEnd {
         let verdict = self.shutdown_aware(verdict);
         let response = status::respond(&verdict, self.grpc, &self.client_message(&verdict));
         self.status = response.status().as_u16();
-        self.complete(&verdict, 0);
+        // A plain-HTTP error has its message as the body; a gRPC one none.
+        let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+        self.complete(&verdict, bytes_out);
         response
     }
 
