@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "rpcgate", version, about, long_about = None)]
 pub struct Cli {
     /// Log verbosity (error, warn, info, debug, trace, off, or a tracing filter such as
-    /// `info,rpcgate_proxy=debug`); overrides RUST_LOG and the config file's `log.level`.
+    /// `info,rpcgate_proxy=debug`); overrides RUST_LOG (and, for `run`, the config
+    /// file's `log.level`).
     #[arg(long, global = true, value_parser = log_level)]
     pub log_level: Option<String>,
     /// What to do.
