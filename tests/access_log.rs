@@ -106,7 +106,11 @@ async fn text_lines_read_like_nginx_and_include_proxy_errors() {
     let (head, body) = common::http::http1_get(proxy.addr, "/nothing", &[]).await;
     assert_eq!((head.status.as_u16(), body.len()), (404, 22));
     let lines = read_lines(&log, 3).await;
-    assert!(lines[2].contains("\"GET /nothing HTTP/1.1\" 404 "), "{}", lines[2]);
+    assert!(
+        lines[2].contains("\"GET /nothing HTTP/1.1\" 404 "),
+        "{}",
+        lines[2]
+    );
     assert!(lines[2].contains(" 22 \""), "{}", lines[2]);
     proxy.shutdown().await;
 }

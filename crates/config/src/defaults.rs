@@ -57,6 +57,12 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// size. Edge-safe: hyper's own default is 16 MiB, an HPACK-bomb risk.
 pub const MAX_HEADER_BYTES: u32 = 16 * 1024;
 
+/// `listeners.max_send_buffer_bytes`: 400 KiB per client stream, h2's own default: room
+/// for a 1 MiB message to stream without stalls, while a client that does not read holds
+/// at most this (times `max_concurrent_streams` per connection) in rpcgate's memory;
+/// the backend is read only as fast as the client takes bytes.
+pub const MAX_SEND_BUFFER_BYTES: u32 = 400 * 1024;
+
 /// `listeners.idle_timeout`: 5 min. Frees idle connections without churning healthy
 /// pools (Envoy's stream idle default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);

@@ -88,6 +88,9 @@ pub struct ListenerFile {
     /// Largest request header block accepted, in bytes (default:
     /// [`crate::defaults::MAX_HEADER_BYTES`]).
     pub max_header_bytes: Option<Spanned<u32>>,
+    /// Response bytes queued per client stream beyond what its window lets out (default:
+    /// [`crate::defaults::MAX_SEND_BUFFER_BYTES`]).
+    pub max_send_buffer_bytes: Option<Spanned<u32>>,
     /// Close a connection with no open call after this long (duration; default:
     /// [`crate::defaults::IDLE_TIMEOUT`]).
     pub idle_timeout: Option<Spanned<String>>,

@@ -113,6 +113,9 @@ pub struct Listener {
     /// Largest request header list accepted (HTTP/2 decoded size and HTTP/1.1 head).
     /// Default: see [`crate::defaults::MAX_HEADER_BYTES`].
     pub max_header_bytes: u32,
+    /// Response bytes queued per client stream beyond what its flow-control window lets
+    /// out. Default: see [`crate::defaults::MAX_SEND_BUFFER_BYTES`].
+    pub max_send_buffer_bytes: u32,
     /// A connection with no open call for this long is closed. Default: see
     /// [`crate::defaults::IDLE_TIMEOUT`].
     pub idle_timeout: Duration,

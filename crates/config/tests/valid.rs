@@ -35,6 +35,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(l.max_header_bytes, 16_384);
     assert_eq!(l.idle_timeout, Duration::from_secs(300));
     assert_eq!(l.send_timeout, Duration::from_secs(60));
+    assert_eq!(l.max_send_buffer_bytes, 400 * 1024);
     assert!(!l.compression);
     assert_eq!(l.rate_limit, None);
     let r = &l.routes[0];

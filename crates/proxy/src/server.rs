@@ -28,11 +28,6 @@ use crate::send_stall::StallCheck;
 const STREAM_WINDOW: u32 = 1 << 20;
 /// Flow-control window per client connection.
 const CONNECTION_WINDOW: u32 = 8 << 20;
-/// Response bytes h2 queues per client stream beyond what the client's window lets out
-/// (h2's own default, stated so it cannot drift): with the body read only when hyper
-/// has room ([`crate::response_body`]), a stream's outbound queue is bounded by this,
-/// and a connection's by this times `max_concurrent_streams`.
-const STREAM_SEND_BUFFER: usize = 400 * 1024;
 // The HPACK dynamic table stays at h2's (and RFC 9113's) 4 KiB; the decoded size of every
 // header list is bounded by `max_header_bytes` (name + value + 32 per field, so at most
 // `max_header_bytes / 32` fields), which is what stops HPACK bombs.
@@ -63,7 +58,10 @@ pub(crate) fn builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(listener.max_concurrent_streams)
         .max_header_list_size(listener.max_header_bytes)
-        .max_send_buf_size(STREAM_SEND_BUFFER)
+        // With the body read only when hyper has room (crate::response_body), a stream's
+        // outbound queue is bounded by this, a connection's by this times
+        // max_concurrent_streams.
+        .max_send_buf_size(listener.max_send_buffer_bytes as usize)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_pending_accept_reset_streams(Some(20))

@@ -41,6 +41,11 @@ impl Validator<'_> {
             &key.key("max_header_bytes"),
             defaults::MAX_HEADER_BYTES,
         );
+        let max_send_buffer_bytes = self.at_least_one(
+            l.max_send_buffer_bytes.as_ref(),
+            &key.key("max_send_buffer_bytes"),
+            defaults::MAX_SEND_BUFFER_BYTES,
+        );
         let idle_timeout = self.positive_duration(
             l.idle_timeout.as_ref(),
             &key.key("idle_timeout"),
@@ -91,6 +96,7 @@ impl Validator<'_> {
             max_connections,
             max_concurrent_streams,
             max_header_bytes,
+            max_send_buffer_bytes,
             idle_timeout,
             max_connection_age,
             routes,
