@@ -38,6 +38,7 @@ use std::path::Path;
 
 pub mod defaults;
 pub mod duration;
+pub mod endpoints_file;
 mod error;
 pub mod file;
 mod locate;
@@ -45,6 +46,7 @@ pub mod runtime;
 pub mod validate;
 
 pub use duration::parse_duration;
+pub use endpoints_file::parse_endpoints_file;
 pub use error::{ConfigError, ConfigErrors};
 pub use runtime::*;
 

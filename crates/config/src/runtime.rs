@@ -97,6 +97,14 @@ pub enum LogFormat {
     Text,
 }
 
+/// A cluster's `discovery`: the source its endpoints follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `file = "endpoints.json"`: a watched JSON array of endpoints (the path resolved
+    /// against the configuration's folder).
+    File(std::path::PathBuf),
+}
+
 /// `[[listeners]]`: one port clients connect to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
@@ -333,6 +341,9 @@ pub struct Cluster {
     /// `slow_start`: how long a joining or recovered endpoint's share ramps up; `None` =
     /// off (`"0s"`, the default).
     pub slow_start: Option<Duration>,
+    /// `discovery`: where the endpoints come from instead of a fixed list; `endpoints`
+    /// then holds what the source gave when the configuration was loaded.
+    pub discovery: Option<Discovery>,
 }
 
 /// A cluster's `active_health`: `grpc.health.v1.Health/Check` probes per endpoint.

@@ -224,13 +224,23 @@ fn a_cluster_needs_endpoints_or_discovery() {
     assert_eq!(pos, at(11, 13, "clusters[0].endpoints"));
     assert_eq!(msg, "must not be empty");
 
-    // With discovery, only the not-implemented error remains.
+    // With discovery, no endpoints are needed; a missing file is an error at `file`.
     let (pos, msg) = one(&MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",
-        "discovery = { file = \"eps.json\" }",
+        "discovery = { file = \"/nonexistent/eps.json\" }",
     ));
-    assert_eq!(pos, at(11, 1, "clusters[0].discovery"));
-    assert_eq!(msg, "clusters.discovery is not implemented yet");
+    assert_eq!(pos, at(11, 22, "clusters[0].discovery.file"));
+    assert!(
+        msg.starts_with("cannot read /nonexistent/eps.json"),
+        "{msg}"
+    );
+    // dns and etcd come later.
+    let (pos, msg) = one(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "discovery = { dns = \"backend.internal:50051\" }",
+    ));
+    assert_eq!(pos.2, "clusters[0].discovery.dns");
+    assert_eq!(msg, "clusters.discovery.dns is not implemented yet");
 }
 
 #[test]

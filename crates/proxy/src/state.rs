@@ -149,6 +149,8 @@ pub(crate) struct ClusterState {
     pub(crate) limits: Arc<ClusterLimits>,
     /// The active health prober, stopped with this state.
     _prober: Option<Arc<Prober>>,
+    /// The discovery source that keeps the endpoints current, stopped with this state.
+    _discovery: Option<Arc<rpcgate_discovery::Watch>>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -301,11 +303,7 @@ impl ClusterState {
             LbPolicy::Random => (Policy::Random, None),
             LbPolicy::RingHash(key) => (Policy::RingHash, Some(key.clone())),
         };
-        let endpoints: Vec<EndpointSpec> = config
-            .endpoints
-            .iter()
-            .map(|e| EndpointSpec::new(e.address.clone()).with_weight(e.weight))
-            .collect();
+        let endpoints: Vec<EndpointSpec> = rpcgate_discovery::specs(&config.endpoints);
         let passive = PassiveHealthPolicy {
             max_fails: config.passive_health.max_fails,
             fail_timeout: config.passive_health.fail_timeout,
@@ -389,8 +387,30 @@ impl ClusterState {
                 ))
             })
         });
+        // The source goes on when the balancer and the source are the same; otherwise a
+        // new one starts (its first set is what the configuration read at load).
+        let discovery = kept
+            .filter(|old| old.config.discovery == config.discovery)
+            .and_then(|old| old._discovery.clone())
+            .or_else(|| {
+                config.discovery.as_ref().map(|source| {
+                    let target = Arc::downgrade(&balancer);
+                    let apply: rpcgate_discovery::Apply = Arc::new(move |endpoints| {
+                        if let Some(balancer) = target.upgrade() {
+                            balancer.set_endpoints(endpoints);
+                        }
+                    });
+                    Arc::new(rpcgate_discovery::spawn(
+                        source,
+                        &config.name,
+                        runtime,
+                        apply,
+                    ))
+                })
+            });
         Ok(Arc::new(ClusterState {
             _prober: prober,
+            _discovery: discovery,
             name: config.name.as_str().into(),
             pool,
             balancer,

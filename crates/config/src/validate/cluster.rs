@@ -7,11 +7,13 @@ use std::ops::Range;
 use super::Validator;
 use crate::defaults;
 use crate::duration::parse_duration;
-use crate::file::{ActiveHealthFile, CircuitBreakerFile, ClusterFile, EndpointFile, Spanned};
+use crate::file::{
+    ActiveHealthFile, CircuitBreakerFile, ClusterFile, DiscoveryFile, EndpointFile, Spanned,
+};
 use crate::locate::KeyPath;
 use crate::runtime::{
-    ActiveHealth, CircuitBreaker, Cluster, ClusterTls, Endpoint, HashKey, LbPolicy, PassiveHealth,
-    UpstreamProtocol,
+    ActiveHealth, CircuitBreaker, Cluster, ClusterTls, Discovery, Endpoint, HashKey, LbPolicy,
+    PassiveHealth, UpstreamProtocol,
 };
 
 impl Validator<'_> {
@@ -158,15 +160,12 @@ impl Validator<'_> {
             .circuit_breaker
             .as_ref()
             .map(|b| self.circuit_breaker(b.get_ref(), &key.key("circuit_breaker")));
-        if let Some(d) = &c.discovery {
-            let k = key.key("discovery");
-            self.not_implemented("clusters.discovery", &k, &d.span());
-            let dd = d.get_ref();
-            let sources = [dd.dns.is_some(), dd.etcd.is_some(), dd.file.is_some()];
-            if sources.iter().filter(|s| **s).count() != 1 {
-                self.key_err(&d.span(), &k, "needs exactly one of dns, etcd or file");
-            }
-        }
+        let mut endpoints = endpoints;
+        let discovery = c.discovery.as_ref().and_then(|d| {
+            let found = self.discovery(d, &key.key("discovery"), c.endpoints.is_some())?;
+            endpoints = found.1;
+            Some(found.0)
+        });
 
         Cluster {
             name: c.name.get_ref().clone(),
@@ -181,6 +180,79 @@ impl Validator<'_> {
             circuit_breaker,
             active_health,
             slow_start,
+            discovery,
+        }
+    }
+
+    /// A cluster's `discovery` table, with the endpoints its source has now; `None` when
+    /// it is wrong (each problem recorded) or not built yet.
+    fn discovery(
+        &mut self,
+        d: &Spanned<DiscoveryFile>,
+        k: &KeyPath,
+        has_endpoints: bool,
+    ) -> Option<(Discovery, Vec<Endpoint>)> {
+        let dd = d.get_ref();
+        let sources = [dd.dns.is_some(), dd.etcd.is_some(), dd.file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.key_err(&d.span(), k, "needs exactly one of dns, etcd or file");
+            return None;
+        }
+        if has_endpoints {
+            self.warn(
+                &d.span(),
+                k,
+                "replaces `endpoints`: the cluster's list is not used",
+            );
+        }
+        if let Some(v) = &dd.dns {
+            self.not_implemented("clusters.discovery.dns", &k.key("dns"), &v.span());
+            return None;
+        }
+        if let Some(v) = &dd.etcd {
+            self.not_implemented("clusters.discovery.etcd", &k.key("etcd"), &v.span());
+            return None;
+        }
+        for (name, given) in [
+            ("refresh", dd.refresh.is_some()),
+            ("prefix", dd.prefix.is_some()),
+        ] {
+            if given {
+                self.key_err(
+                    &d.span(),
+                    &k.key(name),
+                    format!("`{name}` goes with dns or etcd, not file"),
+                );
+            }
+        }
+        let file = dd.file.as_ref()?;
+        let named = std::path::PathBuf::from(file.get_ref());
+        let path = match &self.base_dir {
+            Some(dir) if named.is_relative() => dir.join(&named),
+            _ => named,
+        };
+        let text = match std::fs::metadata(&path).map(|m| m.is_file()) {
+            Ok(true) => std::fs::read_to_string(&path).map_err(|e| e.to_string()),
+            Ok(false) => Err("not a regular file".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(why) => {
+                self.err(
+                    &file.span(),
+                    &k.key("file"),
+                    format!("cannot read {}: {why}", path.display()),
+                );
+                return None;
+            }
+        };
+        match crate::endpoints_file::parse_endpoints_file(&text, &path) {
+            Ok(endpoints) => Some((Discovery::File(path), endpoints)),
+            Err(why) => {
+                self.err(&file.span(), &k.key("file"), why);
+                None
+            }
         }
     }
 
@@ -387,7 +459,7 @@ fn resolves(address: &str) -> Result<(), String> {
 
 /// `host:port` with a port in 1..=65535 and a plausible host: a DNS name, an IPv4
 /// address or a bracketed IPv6 address. Resolution happens when connecting.
-fn check_host_port(address: &str) -> Result<(), &'static str> {
+pub(crate) fn check_host_port(address: &str) -> Result<(), &'static str> {
     let (host, port) = address
         .rsplit_once(':')
         .ok_or("expected host:port, e.g. \"127.0.0.1:50051\"")?;

@@ -32,6 +32,7 @@ use crate::runtime::{Cluster, Config, Listener};
 
 mod access;
 mod cluster;
+pub(crate) use cluster::check_host_port;
 mod listener;
 mod rate_limit;
 mod route;
@@ -51,7 +52,8 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.xds",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
-    "clusters.discovery",
+    "clusters.discovery.dns",
+    "clusters.discovery.etcd",
 ];
 
 /// How far validation looks.

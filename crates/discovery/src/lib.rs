@@ -1,0 +1,51 @@
+//! Endpoint discovery: sources that keep a cluster's endpoint set current without a
+//! reload, for the proxy and (later) the `rpcgate-client` library.
+//!
+//! A source runs as one task on a runtime the caller gives, and hands every new set to an
+//! [`Apply`] callback — the proxy's is `Balancer::set_endpoints`, which keeps the state
+//! of endpoints that stay (connections, health, latency estimate, slow start). A source
+//! never hands over an empty set because it failed: a failure keeps the last good set and
+//! is logged. The task stops when its [`Watch`] is dropped.
+//!
+//! Sources: [`file`] (a watched JSON file). DNS and etcd come next.
+
+pub mod file;
+
+use std::sync::Arc;
+
+use rpcgate_balance::EndpointSpec;
+use rpcgate_config::{Discovery, Endpoint};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+/// Where a source hands each new endpoint set.
+pub type Apply = Arc<dyn Fn(Vec<EndpointSpec>) + Send + Sync>;
+
+/// A running source; dropping it stops the source.
+#[derive(Debug)]
+pub struct Watch {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts following `discovery` for the cluster `cluster` on `runtime`.
+pub fn spawn(discovery: &Discovery, cluster: &str, runtime: &Handle, apply: Apply) -> Watch {
+    let cluster: Arc<str> = cluster.into();
+    let task = match discovery {
+        Discovery::File(path) => runtime.spawn(file::follow(path.clone(), cluster, apply)),
+    };
+    Watch { task }
+}
+
+/// The balancer's form of configured endpoints.
+pub fn specs(endpoints: &[Endpoint]) -> Vec<EndpointSpec> {
+    endpoints
+        .iter()
+        .map(|e| EndpointSpec::new(e.address.clone()).with_weight(e.weight))
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! `discovery = { file = … }`: a cluster follows a watched JSON file of endpoints without a
+//! reload — backends join and leave as the file changes (edited in place or replaced by a
+//! rename), a broken file keeps the last good set, and a broken file at start is a config
+//! error naming the file's line and column.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests fail loudly
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::files::{TempDir, toml_path};
+use common::{OneCluster, hello, served_by, start_proxy};
+use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
+use tonic::transport::Channel;
+
+/// Replaces the file the way editors and deploy tools do: write aside, rename over.
+fn replace(path: &Path, text: &str) {
+    let staged = path.with_extension("tmp");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// Calls until every backend in `want` served one (and no other served the last 20), or
+/// fails after a bound; returns who served the last 20.
+async fn until_served_by(client: &mut GreeterClient<Channel>, want: &[&str]) -> HashSet<String> {
+    let want: HashSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    for _ in 0..400 {
+        let mut seen = HashSet::new();
+        for _ in 0..20 {
+            let reply = client.say_hello(hello("d")).await.unwrap();
+            seen.insert(served_by(reply.metadata()));
+        }
+        if seen == want {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never served by exactly {want:?}");
+}
+
+#[tokio::test]
+async fn a_cluster_follows_its_endpoints_file() {
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let dir = TempDir::new("discovery-file");
+    let file = dir.0.join("endpoints.json");
+    std::fs::write(&file, format!("[\"{}\"]", b1.addr())).unwrap();
+    let config = OneCluster::new("").build().replace(
+        "endpoints = []",
+        &format!("discovery = {{ file = {} }}", toml_path(&file)),
+    );
+    let proxy = start_proxy(&config);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    until_served_by(&mut client, &["b1"]).await;
+
+    // b2 joins (edited in place): both serve, b1 keeps its connection.
+    std::fs::write(
+        &file,
+        format!(
+            "[\"{}\", {{\"address\": \"{}\", \"weight\": 1}}]",
+            b1.addr(),
+            b2.addr()
+        ),
+    )
+    .unwrap();
+    until_served_by(&mut client, &["b1", "b2"]).await;
+
+    // A broken file keeps the last good set.
+    replace(&file, "[\"127.0.0.1:1\",");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_served_by(&mut client, &["b1", "b2"]).await;
+
+    // b1 leaves (a replacement by rename): only b2 serves, b1 gets no new call.
+    replace(&file, &format!("[\"{}\"]", b2.addr()));
+    until_served_by(&mut client, &["b2"]).await;
+    let b1_calls = b1.calls();
+    until_served_by(&mut client, &["b2"]).await;
+    assert_eq!(b1.calls(), b1_calls, "a removed endpoint got new calls");
+    proxy.shutdown().await;
+}
+
+/// A broken endpoints file at start is refused like a broken config: the config's
+/// file:line:col, the key, then the endpoints file's own line and column.
+#[test]
+fn a_broken_file_at_start_is_a_config_error() {
+    let dir = TempDir::new("discovery-broken");
+    let file = dir.0.join("endpoints.json");
+    std::fs::write(&file, "[\n  \"127.0.0.1:50051\",\n  \"nope\"\n]").unwrap();
+    let config = OneCluster::new("").build().replace(
+        "endpoints = []",
+        &format!("discovery = {{ file = {} }}", toml_path(&file)),
+    );
+    let errors = rpcgate_config::parse(&config, "test.toml")
+        .unwrap_err()
+        .to_string();
+    let want = format!("clusters[0].discovery.file: {}:3:", file.display());
+    assert!(errors.contains(&want), "{errors}");
+    assert!(
+        errors.contains("invalid endpoint address \"nope\""),
+        "{errors}"
+    );
+    assert!(errors.starts_with("test.toml:"), "{errors}");
+}
