@@ -29,8 +29,12 @@ async fn until_served_by(client: &mut GreeterClient<Channel>, want: &[&str]) -> 
     for _ in 0..400 {
         let mut seen = HashSet::new();
         for _ in 0..20 {
-            let reply = client.say_hello(hello("d")).await.unwrap();
-            seen.insert(served_by(reply.metadata()));
+            // A DNS cluster is empty until its first answer, a moment after start.
+            match client.say_hello(hello("d")).await {
+                Ok(reply) => seen.insert(served_by(reply.metadata())),
+                Err(status) if status.code() == tonic::Code::Unavailable => seen.insert("-".into()),
+                Err(status) => panic!("{status:?}"),
+            };
         }
         if seen == want {
             return seen;
@@ -102,4 +106,88 @@ fn a_broken_file_at_start_is_a_config_error() {
         "{errors}"
     );
     assert!(errors.starts_with("test.toml:"), "{errors}");
+}
+
+/// `discovery = { dns = … }` against a DNS server on loopback: every address is an
+/// endpoint; a new address joins at the next refresh; an NXDOMAIN keeps the last good
+/// set; an address that leaves gets no new calls.
+#[tokio::test]
+async fn a_cluster_follows_a_dns_name() {
+    // Two backends on one port, on two loopback addresses: the name gives the addresses.
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let port = b1.addr().port();
+    let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
+        .await
+        .unwrap();
+    let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
+        .await
+        .unwrap();
+    let dns = common::dns::DnsServer::start().await;
+    dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
+    let config = OneCluster::new("").build().replace(
+        "endpoints = []",
+        &format!(
+            "discovery = {{ dns = \"backend.test:{port}\", refresh = \"100ms\", resolver = \"{}\" }}",
+            dns.addr
+        ),
+    );
+    let proxy = start_proxy(&config);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    until_served_by(&mut client, &["b1"]).await;
+    dns.set(
+        "backend.test",
+        &["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()],
+    );
+    until_served_by(&mut client, &["b1", "b2"]).await;
+    // A reload that changes the cluster but keeps its balancer keeps the discovered set:
+    // the next call is served.
+    proxy.swap(&config.replace(
+        "name = \"main\"\n",
+        "name = \"main\"\nmax_requests = 1000\n",
+    ));
+    client.say_hello(hello("after reload")).await.unwrap();
+    // An empty answer keeps the last good set.
+    dns.set("backend.test", &[]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    until_served_by(&mut client, &["b1", "b2"]).await;
+    // 127.0.0.1 leaves.
+    dns.set("backend.test", &["127.0.0.2".parse().unwrap()]);
+    until_served_by(&mut client, &["b2"]).await;
+    let b1_calls = b1.calls();
+    until_served_by(&mut client, &["b2"]).await;
+    assert_eq!(b1.calls(), b1_calls, "a removed address got new calls");
+    assert!(b2.calls() > 0);
+    proxy.shutdown().await;
+}
+
+/// A failed connect makes a DNS cluster look again at once (at most once a second), not
+/// only at its next `refresh`: here an hour away.
+#[tokio::test]
+async fn a_failed_connect_resolves_the_name_again() {
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let port = b1.addr().port();
+    let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
+        .await
+        .unwrap();
+    let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
+        .await
+        .unwrap();
+    let dns = common::dns::DnsServer::start().await;
+    dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
+    let config = OneCluster::new("").build().replace(
+        "endpoints = []",
+        &format!(
+            "discovery = {{ dns = \"backend.test:{port}\", refresh = \"1h\", resolver = \"{}\" }}",
+            dns.addr
+        ),
+    );
+    let proxy = start_proxy(&config);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    until_served_by(&mut client, &["b1"]).await;
+    // The backend moves: DNS says so, and the old address stops answering.
+    dns.set("backend.test", &["127.0.0.2".parse().unwrap()]);
+    b1.kill().await;
+    until_served_by(&mut client, &["b2"]).await;
+    assert!(b2.calls() > 0);
+    proxy.shutdown().await;
 }

@@ -8,6 +8,7 @@
 //! files) and [`interop`] (the Python grpcio driver).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // reason: test helpers; not every test binary uses every one
 
+pub mod dns;
 pub mod files;
 pub mod http;
 pub mod interop;

@@ -202,3 +202,8 @@ pub fn rate_limit_burst(requests_per_second: f64) -> u32 {
 
 /// The largest `rate_limit.requests_per_second` accepted: one call per microsecond.
 pub const RATE_LIMIT_MAX_RATE: f64 = 1_000_000.0;
+
+/// `discovery.refresh`: 5 s between DNS resolutions (sooner after a failed connect): new
+/// backends of an autoscaled name are in use within seconds, at one query per cluster
+/// every few seconds.
+pub const DNS_REFRESH: Duration = Duration::from_secs(5);

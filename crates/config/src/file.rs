@@ -356,6 +356,8 @@ pub struct DiscoveryFile {
     pub dns: Option<Spanned<String>>,
     /// Re-resolve interval for `dns` (duration).
     pub refresh: Option<Spanned<String>>,
+    /// `dns`: the DNS server to ask, `IP:PORT` (default: the system's, /etc/resolv.conf).
+    pub resolver: Option<Spanned<String>>,
     /// etcd cluster addresses.
     pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
     /// etcd key prefix holding the endpoints.

@@ -103,6 +103,17 @@ pub enum Discovery {
     /// `file = "endpoints.json"`: a watched JSON array of endpoints (the path resolved
     /// against the configuration's folder).
     File(std::path::PathBuf),
+    /// `dns = "name:port"`: every A/AAAA address of the name, with the port.
+    Dns {
+        /// The name to resolve.
+        host: String,
+        /// The port of every endpoint.
+        port: u16,
+        /// How often to resolve again. Default: see [`crate::defaults::DNS_REFRESH`].
+        refresh: Duration,
+        /// The DNS server to ask; `None`: the system's.
+        resolver: Option<SocketAddr>,
+    },
 }
 
 /// `[[listeners]]`: one port clients connect to.

@@ -234,13 +234,37 @@ fn a_cluster_needs_endpoints_or_discovery() {
         msg.starts_with("cannot read /nonexistent/eps.json"),
         "{msg}"
     );
-    // dns and etcd come later.
+    // etcd comes later.
     let (pos, msg) = one(&MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",
-        "discovery = { dns = \"backend.internal:50051\" }",
+        "discovery = { etcd = [\"127.0.0.1:2379\"], prefix = \"/s/\" }",
     ));
-    assert_eq!(pos.2, "clusters[0].discovery.dns");
-    assert_eq!(msg, "clusters.discovery.dns is not implemented yet");
+    assert_eq!(pos.2, "clusters[0].discovery.etcd");
+    assert_eq!(msg, "clusters.discovery.etcd is not implemented yet");
+    // dns: the name, the resolver and the refresh are checked at their keys.
+    let dns = |keys: &str| {
+        lines(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("discovery = {{ {keys} }}"),
+        ))
+    };
+    let bad = dns("dns = \"backend.internal\", resolver = \"dns.local\", refresh = \"0s\"");
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(
+        bad.iter()
+            .any(|l| l.contains("discovery.dns: invalid DNS name \"backend.internal\"")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter().any(|l| l
+            .contains("discovery.resolver: invalid DNS server \"dns.local\": expected IP:PORT")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|l| l.contains("discovery.refresh: must be greater than 0s")),
+        "{bad:?}"
+    );
 }
 
 #[test]

@@ -336,3 +336,31 @@ fn rate_limit_defaults_and_given_values() {
     );
     assert_eq!(r.max_message_bytes, 1024);
 }
+
+#[test]
+fn dns_discovery_defaults_and_given_values() {
+    let c = ok(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "discovery = { dns = \"backend.internal:50051\" }",
+    ));
+    assert_eq!(
+        c.clusters[0].discovery,
+        Some(rpcgate_config::Discovery::Dns {
+            host: "backend.internal".into(),
+            port: 50051,
+            refresh: Duration::from_secs(5),
+            resolver: None,
+        })
+    );
+    assert!(c.clusters[0].endpoints.is_empty());
+    let c = ok(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "discovery = { dns = \"[::1]:7\", refresh = \"1s\", resolver = \"127.0.0.1:5353\" }",
+    ));
+    let Some(rpcgate_config::Discovery::Dns { host, resolver, .. }) = &c.clusters[0].discovery
+    else {
+        panic!("{:?}", c.clusters[0].discovery);
+    };
+    assert_eq!(host, "::1");
+    assert_eq!(*resolver, Some("127.0.0.1:5353".parse().unwrap()));
+}

@@ -7,8 +7,10 @@
 //! never hands over an empty set because it failed: a failure keeps the last good set and
 //! is logged. The task stops when its [`Watch`] is dropped.
 //!
-//! Sources: [`file`] (a watched JSON file). DNS and etcd come next.
+//! Sources: [`file`] (a watched JSON file) and [`dns`] (A/AAAA records, re-resolved).
+//! etcd comes next.
 
+pub mod dns;
 pub mod file;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use rpcgate_balance::EndpointSpec;
 use rpcgate_config::{Discovery, Endpoint};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Where a source hands each new endpoint set.
@@ -25,6 +28,15 @@ pub type Apply = Arc<dyn Fn(Vec<EndpointSpec>) + Send + Sync>;
 #[derive(Debug)]
 pub struct Watch {
     task: JoinHandle<()>,
+    nudge: Arc<Notify>,
+}
+
+impl Watch {
+    /// Tells the source that a connect to one of its endpoints failed: a source that can
+    /// look again sooner (DNS) does.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
 }
 
 impl Drop for Watch {
@@ -36,10 +48,25 @@ impl Drop for Watch {
 /// Starts following `discovery` for the cluster `cluster` on `runtime`.
 pub fn spawn(discovery: &Discovery, cluster: &str, runtime: &Handle, apply: Apply) -> Watch {
     let cluster: Arc<str> = cluster.into();
+    let nudge = Arc::new(Notify::new());
     let task = match discovery {
         Discovery::File(path) => runtime.spawn(file::follow(path.clone(), cluster, apply)),
+        Discovery::Dns {
+            host,
+            port,
+            refresh,
+            resolver,
+        } => {
+            let source = dns::DnsSource {
+                host: host.clone(),
+                port: *port,
+                refresh: *refresh,
+                resolver: *resolver,
+            };
+            runtime.spawn(dns::follow(source, cluster, apply, nudge.clone()))
+        }
     };
-    Watch { task }
+    Watch { task, nudge }
 }
 
 /// The balancer's form of configured endpoints.

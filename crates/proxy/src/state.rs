@@ -150,7 +150,7 @@ pub(crate) struct ClusterState {
     /// The active health prober, stopped with this state.
     _prober: Option<Arc<Prober>>,
     /// The discovery source that keeps the endpoints current, stopped with this state.
-    _discovery: Option<Arc<rpcgate_discovery::Watch>>,
+    discovery: Option<Arc<rpcgate_discovery::Watch>>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -334,7 +334,14 @@ impl ClusterState {
         });
         let (balancer, pool) = match kept {
             Some(old) => {
-                endpoint_updates.push((old.balancer.clone(), endpoints));
+                // A DNS cluster's set is the source's alone (the configuration has none):
+                // a reload must not empty it until the next answer.
+                if !matches!(
+                    config.discovery,
+                    Some(rpcgate_config::Discovery::Dns { .. })
+                ) {
+                    endpoint_updates.push((old.balancer.clone(), endpoints));
+                }
                 (old.balancer.clone(), old.pool)
             }
             None => (
@@ -391,7 +398,7 @@ impl ClusterState {
         // new one starts (its first set is what the configuration read at load).
         let discovery = kept
             .filter(|old| old.config.discovery == config.discovery)
-            .and_then(|old| old._discovery.clone())
+            .and_then(|old| old.discovery.clone())
             .or_else(|| {
                 config.discovery.as_ref().map(|source| {
                     let target = Arc::downgrade(&balancer);
@@ -410,7 +417,7 @@ impl ClusterState {
             });
         Ok(Arc::new(ClusterState {
             _prober: prober,
-            _discovery: discovery,
+            discovery,
             name: config.name.as_str().into(),
             pool,
             balancer,
@@ -430,6 +437,14 @@ impl ClusterState {
     /// The configuration this state was built from.
     pub(crate) fn config(&self) -> &Cluster {
         &self.config
+    }
+
+    /// A connect to one of the endpoints failed: a discovery source that can look again
+    /// sooner (DNS) does, since a backend that went away is usually gone from it too.
+    pub(crate) fn connect_failed(&self) {
+        if let Some(discovery) = &self.discovery {
+            discovery.nudge();
+        }
     }
 
     /// Whether active health checks run for this cluster.

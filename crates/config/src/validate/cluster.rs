@@ -184,6 +184,65 @@ impl Validator<'_> {
         }
     }
 
+    /// `discovery = { dns = "name:port", refresh, resolver }`: no endpoints until the
+    /// first answer, which comes at start.
+    fn dns_discovery(
+        &mut self,
+        name: &Spanned<String>,
+        dd: &DiscoveryFile,
+        k: &KeyPath,
+    ) -> Option<(Discovery, Vec<Endpoint>)> {
+        if let Some(p) = &dd.prefix {
+            self.err(
+                &p.span(),
+                &k.key("prefix"),
+                "`prefix` goes with etcd, not dns",
+            );
+        }
+        let refresh = self.positive_duration(
+            dd.refresh.as_ref(),
+            &k.key("refresh"),
+            defaults::DNS_REFRESH,
+        );
+        let resolver = dd.resolver.as_ref().and_then(|r| {
+            let parsed = r.get_ref().parse::<std::net::SocketAddr>();
+            if parsed.is_err() {
+                self.err(
+                    &r.span(),
+                    &k.key("resolver"),
+                    format!(
+                        "invalid DNS server {:?}: expected IP:PORT, e.g. \"10.0.0.2:53\"",
+                        r.get_ref()
+                    ),
+                );
+            }
+            parsed.ok()
+        });
+        let address = name.get_ref();
+        if let Err(why) = check_host_port(address) {
+            self.err(
+                &name.span(),
+                &k.key("dns"),
+                format!("invalid DNS name {address:?}: {why}"),
+            );
+            return None;
+        }
+        let (host, port) = address.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        Some((
+            Discovery::Dns {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port,
+                refresh,
+                resolver,
+            },
+            Vec::new(),
+        ))
+    }
+
     /// A cluster's `discovery` table, with the endpoints its source has now; `None` when
     /// it is wrong (each problem recorded) or not built yet.
     fn discovery(
@@ -205,9 +264,8 @@ impl Validator<'_> {
                 "replaces `endpoints`: the cluster's list is not used",
             );
         }
-        if let Some(v) = &dd.dns {
-            self.not_implemented("clusters.discovery.dns", &k.key("dns"), &v.span());
-            return None;
+        if let Some(name) = &dd.dns {
+            return self.dns_discovery(name, dd, k);
         }
         if let Some(v) = &dd.etcd {
             self.not_implemented("clusters.discovery.etcd", &k.key("etcd"), &v.span());
@@ -215,6 +273,7 @@ impl Validator<'_> {
         }
         for (name, given) in [
             ("refresh", dd.refresh.is_some()),
+            ("resolver", dd.resolver.is_some()),
             ("prefix", dd.prefix.is_some()),
         ] {
             if given {

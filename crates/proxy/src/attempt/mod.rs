@@ -247,6 +247,7 @@ pub(crate) async fn run(
             tried.push(endpoint.id());
             if verdict.is_connect_failure() {
                 connect_failed.push(endpoint.id());
+                target.cluster.connect_failed();
             }
             last = Some(verdict);
             if !body.replayable() {
