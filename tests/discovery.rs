@@ -108,30 +108,58 @@ fn a_broken_file_at_start_is_a_config_error() {
     assert!(errors.starts_with("test.toml:"), "{errors}");
 }
 
+/// Two backends on one port, on 127.0.0.1 and 127.0.0.2, a loopback DNS server whose
+/// `backend.test` is 127.0.0.1, and a proxy following that name every `refresh`.
+struct DnsSetup {
+    b1: rpcgate_demo::BackendHandle,
+    b2: rpcgate_demo::BackendHandle,
+    dns: common::dns::DnsServer,
+    config: String,
+    proxy: common::TestProxy,
+}
+
+impl DnsSetup {
+    async fn start(refresh: &str) -> Self {
+        let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+        let port = b1.addr().port();
+        let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
+            .await
+            .unwrap();
+        let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
+            .await
+            .unwrap();
+        let dns = common::dns::DnsServer::start().await;
+        dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
+        let config = OneCluster::new("").build().replace(
+            "endpoints = []",
+            &format!(
+                "discovery = {{ dns = \"backend.test:{port}\", refresh = \"{refresh}\", resolver = \"{}\" }}",
+                dns.addr
+            ),
+        );
+        let proxy = start_proxy(&config);
+        Self {
+            b1,
+            b2,
+            dns,
+            config,
+            proxy,
+        }
+    }
+}
+
 /// `discovery = { dns = … }` against a DNS server on loopback: every address is an
 /// endpoint; a new address joins at the next refresh; an NXDOMAIN keeps the last good
 /// set; an address that leaves gets no new calls.
 #[tokio::test]
 async fn a_cluster_follows_a_dns_name() {
-    // Two backends on one port, on two loopback addresses: the name gives the addresses.
-    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let port = b1.addr().port();
-    let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
-        .await
-        .unwrap();
-    let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
-        .await
-        .unwrap();
-    let dns = common::dns::DnsServer::start().await;
-    dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
-    let config = OneCluster::new("").build().replace(
-        "endpoints = []",
-        &format!(
-            "discovery = {{ dns = \"backend.test:{port}\", refresh = \"100ms\", resolver = \"{}\" }}",
-            dns.addr
-        ),
-    );
-    let proxy = start_proxy(&config);
+    let DnsSetup {
+        b1,
+        b2,
+        dns,
+        config,
+        proxy,
+    } = DnsSetup::start("100ms").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     until_served_by(&mut client, &["b1"]).await;
     dns.set(
@@ -164,24 +192,9 @@ async fn a_cluster_follows_a_dns_name() {
 /// only at its next `refresh`: here an hour away.
 #[tokio::test]
 async fn a_failed_connect_resolves_the_name_again() {
-    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
-    let port = b1.addr().port();
-    let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
-        .await
-        .unwrap();
-    let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
-        .await
-        .unwrap();
-    let dns = common::dns::DnsServer::start().await;
-    dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
-    let config = OneCluster::new("").build().replace(
-        "endpoints = []",
-        &format!(
-            "discovery = {{ dns = \"backend.test:{port}\", refresh = \"1h\", resolver = \"{}\" }}",
-            dns.addr
-        ),
-    );
-    let proxy = start_proxy(&config);
+    let DnsSetup {
+        b1, b2, dns, proxy, ..
+    } = DnsSetup::start("1h").await;
     let mut client = GreeterClient::new(proxy.channel().await);
     until_served_by(&mut client, &["b1"]).await;
     // The backend moves: DNS says so, and the old address stops answering.
