@@ -204,3 +204,25 @@ async fn a_failed_connect_resolves_the_name_again() {
     assert!(b2.calls() > 0);
     proxy.shutdown().await;
 }
+
+/// A name that resolves to nothing leaves the cluster empty, and the client is told why.
+#[tokio::test]
+async fn an_empty_dns_cluster_says_so() {
+    let dns = common::dns::DnsServer::start().await;
+    let config = OneCluster::new("").build().replace(
+        "endpoints = []",
+        &format!(
+            "discovery = {{ dns = \"nothing.test:50051\", resolver = \"{}\" }}",
+            dns.addr
+        ),
+    );
+    let proxy = start_proxy(&config);
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let status = client.say_hello(hello("x")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "cluster main has no endpoints: its DNS discovery has found none yet"
+    );
+    proxy.shutdown().await;
+}

@@ -439,6 +439,15 @@ impl ClusterState {
         &self.config
     }
 
+    /// What kind of source discovers the endpoints, if any (for the message of a call
+    /// that finds the set empty).
+    pub(crate) fn discovery_kind(&self) -> Option<&'static str> {
+        self.config.discovery.as_ref().map(|d| match d {
+            rpcgate_config::Discovery::File(_) => "file",
+            rpcgate_config::Discovery::Dns { .. } => "DNS",
+        })
+    }
+
     /// A connect to one of the endpoints failed: a discovery source that can look again
     /// sooner (DNS) does, since a backend that went away is usually gone from it too.
     pub(crate) fn connect_failed(&self) {

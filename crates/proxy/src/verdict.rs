@@ -187,6 +187,9 @@ pub enum Cause {
     NoEndpoint {
         /// The cluster.
         cluster: Arc<str>,
+        /// The kind of its discovery source (`DNS`, `file`), when it has one: the set is
+        /// empty because the source found none yet.
+        discovery: Option<&'static str>,
     },
     /// Connecting to an endpoint failed: nothing reached it.
     Connect {
@@ -344,7 +347,17 @@ impl fmt::Display for Cause {
                 write!(f, "backend answered HTTP {http_status}")
             }
             Cause::NoRoute { path } => write!(f, "no route for {path}"),
-            Cause::NoEndpoint { cluster } => write!(f, "cluster {cluster} has no endpoints"),
+            Cause::NoEndpoint {
+                cluster,
+                discovery: None,
+            } => write!(f, "cluster {cluster} has no endpoints"),
+            Cause::NoEndpoint {
+                cluster,
+                discovery: Some(kind),
+            } => write!(
+                f,
+                "cluster {cluster} has no endpoints: its {kind} discovery has found none yet"
+            ),
             Cause::Connect {
                 endpoint,
                 error: ConnectFailure::Http1(error),
@@ -909,7 +922,8 @@ mod tests {
         );
         assert_eq!(
             Verdict::new(Cause::NoEndpoint {
-                cluster: "c".into()
+                cluster: "c".into(),
+                discovery: None,
             })
             .fault,
             Fault::Proxy
