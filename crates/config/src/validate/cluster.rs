@@ -271,16 +271,16 @@ impl Validator<'_> {
             self.not_implemented("clusters.discovery.etcd", &k.key("etcd"), &v.span());
             return None;
         }
-        for (name, given) in [
-            ("refresh", dd.refresh.is_some()),
-            ("resolver", dd.resolver.is_some()),
-            ("prefix", dd.prefix.is_some()),
+        for (name, given, owner) in [
+            ("refresh", dd.refresh.is_some(), "dns"),
+            ("resolver", dd.resolver.is_some(), "dns"),
+            ("prefix", dd.prefix.is_some(), "etcd"),
         ] {
             if given {
                 self.key_err(
                     &d.span(),
                     &k.key(name),
-                    format!("`{name}` goes with dns or etcd, not file"),
+                    format!("`{name}` goes with {owner}, not file"),
                 );
             }
         }
