@@ -51,10 +51,18 @@ pub fn text(output: &Output) -> String {
 /// A free loopback port: bound on :0 and released (the OS does not hand it out again
 /// right away).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    // A loopback address of this process's own (Linux answers on all of 127.0.0.0/8): a
+    // port freed here and bound again by the child cannot be taken meanwhile by another
+    // test's `127.0.0.1:0` (the race that made a demo's bind fail now and then).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(
+        127,
+        (std::process::id() % 200 + 20) as u8,
+        (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    );
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 /// A child process with its stdout and stderr going to a file (a pipe nobody reads could
