@@ -15,6 +15,24 @@ use common::interop::{run_driver, venv_python_or_skip};
 use common::start_proxy;
 use rpcgate_demo::spawn_backend;
 
+/// Runs the grpcio driver against `target` with `args`; fails the test unless it passes,
+/// and returns what it printed.
+async fn driver_passes(
+    python: &std::path::Path,
+    target: std::net::SocketAddr,
+    args: &[&str],
+) -> String {
+    let output = run_driver(python, &target.to_string(), args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_client_through_the_proxy() {
     let Some(python) = venv_python_or_skip("interop") else {
@@ -28,14 +46,7 @@ async fn grpcio_client_through_the_proxy() {
         .build();
     let proxy = start_proxy(&config);
 
-    let output = run_driver(&python, &proxy.addr.to_string(), &["--min-backends", "2"]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = driver_passes(&python, proxy.addr, &["--min-backends", "2"]).await;
     assert!(stdout.contains("served by:"), "{stdout}");
     assert!(
         b1.calls() > 0 && b2.calls() > 0,
@@ -62,14 +73,7 @@ async fn grpcio_is_retried_through_a_flaky_backend_and_its_deadline_cancels_the_
         .build();
     let proxy = start_proxy(&config);
 
-    let output = run_driver(&python, &proxy.addr.to_string(), &["--resilience"]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = driver_passes(&python, proxy.addr, &["--resilience"]).await;
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
     // Three attempts of the flaky call and one slow call.
     assert_eq!(b1.calls() + b2.calls(), 4);
@@ -96,14 +100,7 @@ async fn grpcio_honours_the_rate_limit_pushback() {
         .route("rate_limit = { requests_per_second = 2, burst = 1 }")
         .build();
     let proxy = start_proxy(&config);
-    let output = run_driver(&python, &proxy.addr.to_string(), &["--pushback"]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "grpcio driver failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = driver_passes(&python, proxy.addr, &["--pushback"]).await;
     assert!(stdout.contains("pushback honoured"), "{stdout}");
     // The first call and the retry reached the backend; the refused attempt did not.
     assert_eq!(b1.calls(), 2);
