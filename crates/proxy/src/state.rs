@@ -334,12 +334,10 @@ impl ClusterState {
         });
         let (balancer, pool) = match kept {
             Some(old) => {
-                // A DNS cluster's set is the source's alone (the configuration has none):
-                // a reload must not empty it until the next answer.
-                if !matches!(
-                    config.discovery,
-                    Some(rpcgate_config::Discovery::Dns { .. })
-                ) {
+                // The configuration replaces the set only when it knows one: a static list,
+                // or the file a `discovery.file` read at load. A source that knows none
+                // at load (DNS) owns the set: a reload must not empty it.
+                if config.discovery.is_none() || !config.endpoints.is_empty() {
                     endpoint_updates.push((old.balancer.clone(), endpoints));
                 }
                 (old.balancer.clone(), old.pool)
