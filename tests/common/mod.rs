@@ -9,6 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // reason: test helpers; not every test binary uses every one
 
 pub mod dns;
+pub mod etcd;
 pub mod files;
 pub mod http;
 pub mod interop;

@@ -114,6 +114,14 @@ pub enum Discovery {
         /// The DNS server to ask; `None`: the system's.
         resolver: Option<SocketAddr>,
     },
+    /// `etcd = ["HOST:PORT", …]`: every key under `prefix` holds an endpoint in etcd's
+    /// naming format (`{"Addr": "HOST:PORT", "Metadata": {"weight": N}}`).
+    Etcd {
+        /// etcd's client addresses, tried in turn.
+        servers: Vec<String>,
+        /// The key prefix; default `/rpcgate/services/CLUSTER/`.
+        prefix: String,
+    },
 }
 
 /// `[[listeners]]`: one port clients connect to.

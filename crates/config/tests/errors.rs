@@ -234,13 +234,37 @@ fn a_cluster_needs_endpoints_or_discovery() {
         msg.starts_with("cannot read /nonexistent/eps.json"),
         "{msg}"
     );
-    // etcd comes later.
-    let (pos, msg) = one(&MINIMAL.replace(
-        "endpoints = [\"127.0.0.1:50051\"]",
-        "discovery = { etcd = [\"127.0.0.1:2379\"], prefix = \"/s/\" }",
-    ));
-    assert_eq!(pos.2, "clusters[0].discovery.etcd");
-    assert_eq!(msg, "clusters.discovery.etcd is not implemented yet");
+    // etcd: each address and the prefix are checked at their keys; dns keys do not go.
+    let etcd = |keys: &str| {
+        lines(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("discovery = {{ {keys} }}"),
+        ))
+    };
+    let bad = etcd("etcd = [\"127.0.0.1:2379\", \"etcd.local\"], prefix = \"\", refresh = \"1s\"");
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(
+        bad.iter().any(|l| l.contains(
+            "discovery.etcd[1]: invalid etcd address \"etcd.local\": expected host:port"
+        )),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|l| l.contains("discovery.prefix: an empty prefix would take every key")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|l| l.contains("discovery.refresh: `refresh` goes with dns, not etcd")),
+        "{bad:?}"
+    );
+    let bad = etcd("etcd = []");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].contains("needs at least one etcd address"),
+        "{bad:?}"
+    );
     // dns: the name, the resolver and the refresh are checked at their keys.
     let dns = |keys: &str| {
         lines(&MINIMAL.replace(

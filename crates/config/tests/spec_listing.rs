@@ -233,7 +233,6 @@ fn the_not_implemented_list_is_what_the_tests_cover() {
         "admin.xds",
         "listeners.grpc_web",
         "listeners.cors_allowed_origins",
-        "clusters.discovery.etcd",
     ];
     assert_eq!(NOT_IMPLEMENTED, covered);
 }

@@ -338,6 +338,29 @@ fn rate_limit_defaults_and_given_values() {
 }
 
 #[test]
+fn etcd_discovery_prefix_defaults_to_the_register_folder_of_the_cluster() {
+    let c = ok(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "discovery = { etcd = [\"127.0.0.1:2379\", \"[::1]:2379\"] }",
+    ));
+    assert_eq!(
+        c.clusters[0].discovery,
+        Some(rpcgate_config::Discovery::Etcd {
+            servers: vec!["127.0.0.1:2379".into(), "[::1]:2379".into()],
+            prefix: format!("/rpcgate/services/{}/", c.clusters[0].name),
+        })
+    );
+    let c = ok(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "discovery = { etcd = [\"127.0.0.1:2379\"], prefix = \"/svc/laptop/\" }",
+    ));
+    let Some(rpcgate_config::Discovery::Etcd { prefix, .. }) = &c.clusters[0].discovery else {
+        panic!("{:?}", c.clusters[0].discovery);
+    };
+    assert_eq!(prefix, "/svc/laptop/");
+}
+
+#[test]
 fn dns_discovery_defaults_and_given_values() {
     let c = ok(&MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",

@@ -7,10 +7,12 @@
 //! never hands over an empty set because it failed: a failure keeps the last good set and
 //! is logged. The task stops when its [`Watch`] is dropped.
 //!
-//! Sources: [`file`] (a watched JSON file) and [`dns`] (A/AAAA records, re-resolved).
-//! etcd comes next.
+//! Sources: [`file`] (a watched JSON file), [`dns`] (A/AAAA records, re-resolved) and
+//! [`etcd`] (a watched key prefix in etcd's naming format, with
+//! [`etcd::registration`] to write such keys under a lease).
 
 pub mod dns;
+pub mod etcd;
 pub mod file;
 
 use std::sync::Arc;
@@ -64,6 +66,13 @@ pub fn spawn(discovery: &Discovery, cluster: &str, runtime: &Handle, apply: Appl
                 resolver: *resolver,
             };
             runtime.spawn(dns::follow(source, cluster, apply, nudge.clone()))
+        }
+        Discovery::Etcd { servers, prefix } => {
+            let source = etcd::EtcdSource {
+                servers: servers.clone(),
+                prefix: prefix.clone(),
+            };
+            runtime.spawn(etcd::follow(source, cluster, apply))
         }
     };
     Watch { task, nudge }

@@ -443,6 +443,7 @@ impl ClusterState {
         self.config.discovery.as_ref().map(|d| match d {
             rpcgate_config::Discovery::File(_) => "file",
             rpcgate_config::Discovery::Dns { .. } => "DNS",
+            rpcgate_config::Discovery::Etcd { .. } => "etcd",
         })
     }
 

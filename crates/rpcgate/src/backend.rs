@@ -50,7 +50,8 @@ pub fn main(args: BackendArgs, log_level: Option<&str>) -> ExitCode {
     })
 }
 
-async fn stop_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub(crate) async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -68,6 +68,68 @@ pub enum Command {
     /// Show the admin API's view in the terminal: per cluster, its endpoints with health,
     /// in-flight calls, calls/s, errors/s and p99.
     Status(StatusArgs),
+    /// Keep a backend registered in etcd under a lease until stopped (SIGTERM or Ctrl-C),
+    /// then deregister it; rpcgate's `discovery = { etcd = … }` finds it.
+    Register(RegisterArgs),
+}
+
+/// `rpcgate register` options.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The key is PREFIX + SERVICE/ADDRESS, holding {\"Addr\": ADDRESS, \"Metadata\": {\"weight\": N}} \
+(etcd's own naming format). A cluster with discovery = { etcd = [\"HOST:PORT\"] } and no prefix reads \
+/rpcgate/services/CLUSTER/, so --service should be the cluster's name. If the process is killed, \
+the key goes when the lease ends (--ttl)."
+)]
+pub struct RegisterArgs {
+    /// etcd's client address(es), HOST:PORT, comma-separated or repeated.
+    #[arg(long, required = true, value_delimiter = ',', value_parser = host_port)]
+    pub etcd: Vec<String>,
+    /// The service (cluster) name the backend belongs to.
+    #[arg(long, value_parser = service_name)]
+    pub service: String,
+    /// The backend's HOST:PORT, as the proxies should reach it.
+    #[arg(long, value_parser = host_port)]
+    pub address: String,
+    /// The lease's time to live: how long a killed process stays registered (at least 2s).
+    #[arg(long, default_value = "10s", value_parser = ttl)]
+    pub ttl: std::time::Duration,
+    /// The backend's relative share of the calls.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub weight: u32,
+    /// The folder of the services in etcd.
+    #[arg(long, default_value = "/rpcgate/services/")]
+    pub prefix: String,
+}
+
+/// `HOST:PORT` with a port from 1 to 65535.
+fn host_port(value: &str) -> Result<String, String> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "{value:?} is not HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:2379"
+        )),
+    }
+}
+
+/// A service name: one etcd path segment.
+fn service_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.contains('/') {
+        return Err(format!("{value:?}: must be non-empty, without '/'"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A lease TTL such as `10s`, at least 2s (etcd's shortest lease).
+fn ttl(value: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration such as 10s: {e}"))?;
+    if ttl < std::time::Duration::from_secs(2) {
+        return Err(format!("{value:?}: etcd grants leases of at least 2s"));
+    }
+    Ok(ttl)
 }
 
 /// `rpcgate status` options.

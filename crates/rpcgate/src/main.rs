@@ -1,6 +1,7 @@
 //! The `rpcgate` binary: a gRPC-aware load balancer and reverse proxy.
 //!
-//! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`], [`status`]. The command
+//! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`], [`status`],
+//! [`register`]. The command
 //! line is contract §1; the configuration file is contract §2 (parsed by `rpcgate-config`);
 //! the § numbers are those of `docs/contract.md`.
 
@@ -9,6 +10,7 @@ mod certs;
 mod check;
 mod cli;
 mod demo;
+mod register;
 mod run;
 mod status;
 
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Backend(args) => backend::main(args, cli.log_level.as_deref()),
         cli::Command::Certs(args) => certs::main(args),
         cli::Command::Status(args) => status::main(args),
+        cli::Command::Register(args) => register::main(args, cli.log_level.as_deref()),
     }
 }
 

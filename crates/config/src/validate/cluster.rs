@@ -162,7 +162,12 @@ impl Validator<'_> {
             .map(|b| self.circuit_breaker(b.get_ref(), &key.key("circuit_breaker")));
         let mut endpoints = endpoints;
         let discovery = c.discovery.as_ref().and_then(|d| {
-            let found = self.discovery(d, &key.key("discovery"), c.endpoints.is_some())?;
+            let found = self.discovery(
+                d,
+                &key.key("discovery"),
+                c.endpoints.is_some(),
+                c.name.get_ref(),
+            )?;
             endpoints = found.1;
             Some(found.0)
         });
@@ -243,6 +248,75 @@ impl Validator<'_> {
         ))
     }
 
+    /// `discovery = { etcd = ["HOST:PORT", …], prefix = "/rpcgate/services/NAME/" }`: no
+    /// endpoints until the first read, which comes at start. The prefix defaults to
+    /// `/rpcgate/services/CLUSTER/`, where `rpcgate register --service CLUSTER` writes.
+    fn etcd_discovery(
+        &mut self,
+        servers: &Spanned<Vec<Spanned<String>>>,
+        dd: &DiscoveryFile,
+        k: &KeyPath,
+        cluster: &str,
+    ) -> Option<(Discovery, Vec<Endpoint>)> {
+        for (name, given) in [
+            ("refresh", dd.refresh.as_ref().map(Spanned::span)),
+            ("resolver", dd.resolver.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = given {
+                self.err(
+                    &span,
+                    &k.key(name),
+                    format!("`{name}` goes with dns, not etcd"),
+                );
+            }
+        }
+        if servers.get_ref().is_empty() {
+            self.key_err(
+                &servers.span(),
+                &k.key("etcd"),
+                "needs at least one etcd address, e.g. [\"127.0.0.1:2379\"]",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for (i, server) in servers.get_ref().iter().enumerate() {
+            if let Err(why) = check_host_port(server.get_ref()) {
+                self.err(
+                    &server.span(),
+                    &k.key("etcd").index(i),
+                    format!("invalid etcd address {:?}: {why}", server.get_ref()),
+                );
+                ok = false;
+            }
+        }
+        let prefix = match &dd.prefix {
+            Some(p) if p.get_ref().is_empty() => {
+                self.err(
+                    &p.span(),
+                    &k.key("prefix"),
+                    "an empty prefix would take every key in etcd as an endpoint; name the service's folder, e.g. \"/rpcgate/services/laptop/\"",
+                );
+                ok = false;
+                String::new()
+            }
+            Some(p) => p.get_ref().clone(),
+            None => format!("/rpcgate/services/{cluster}/"),
+        };
+        ok.then(|| {
+            (
+                Discovery::Etcd {
+                    servers: servers
+                        .get_ref()
+                        .iter()
+                        .map(|s| s.get_ref().clone())
+                        .collect(),
+                    prefix,
+                },
+                Vec::new(),
+            )
+        })
+    }
+
     /// A cluster's `discovery` table, with the endpoints its source has now; `None` when
     /// it is wrong (each problem recorded) or not built yet.
     fn discovery(
@@ -250,6 +324,7 @@ impl Validator<'_> {
         d: &Spanned<DiscoveryFile>,
         k: &KeyPath,
         has_endpoints: bool,
+        cluster: &str,
     ) -> Option<(Discovery, Vec<Endpoint>)> {
         let dd = d.get_ref();
         let sources = [dd.dns.is_some(), dd.etcd.is_some(), dd.file.is_some()];
@@ -267,9 +342,8 @@ impl Validator<'_> {
         if let Some(name) = &dd.dns {
             return self.dns_discovery(name, dd, k);
         }
-        if let Some(v) = &dd.etcd {
-            self.not_implemented("clusters.discovery.etcd", &k.key("etcd"), &v.span());
-            return None;
+        if let Some(servers) = &dd.etcd {
+            return self.etcd_discovery(servers, dd, k, cluster);
         }
         for (name, given, owner) in [
             ("refresh", dd.refresh.is_some(), "dns"),

@@ -52,7 +52,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.xds",
     "listeners.grpc_web",
     "listeners.cors_allowed_origins",
-    "clusters.discovery.etcd",
 ];
 
 /// How far validation looks.
