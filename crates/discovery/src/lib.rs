@@ -9,11 +9,13 @@
 //!
 //! Sources: [`file`] (a watched JSON file), [`dns`] (A/AAAA records, re-resolved) and
 //! [`etcd`] (a watched key prefix in etcd's naming format, with
-//! [`etcd::registration`] to write such keys under a lease).
+//! [`etcd::registration`] to write such keys under a lease), and [`lookaside`] (an
+//! rpcgate's view of a cluster over its look-aside API, for thick clients).
 
 pub mod dns;
 pub mod etcd;
 pub mod file;
+pub mod lookaside;
 
 use std::sync::Arc;
 

@@ -1,5 +1,8 @@
 //! The admin API on `admin.address` (contract §5): `/healthz`, `/ready`, `/metrics`,
-//! `/status` and the dashboard at `/`, over HTTP/1.1 and h2c on one port.
+//! `/status` and the dashboard at `/`, over HTTP/1.1 and h2c on one port, and on the
+//! same port the gRPC services for thick clients: the look-aside API ([`lookaside`]).
+//! A request with a gRPC content type goes to the gRPC services, any other to the HTTP
+//! pages.
 //!
 //! It runs on the control runtime, apart from the workers, so a scrape never competes
 //! with calls for a worker's event loop. Everything it shows is read from the current
@@ -8,6 +11,7 @@
 //! second. Without `[admin]` none of this runs and nothing listens.
 
 mod history;
+mod lookaside;
 mod metrics;
 mod status;
 
@@ -79,6 +83,11 @@ pub(crate) fn serve(
     let listener = TcpListener::from_std(socket)
         .map_err(|source| StartError::AdminBind { address, source })?;
     tracing::info!(%address, "admin API listening: dashboard at http://{address}/");
+    let grpc = tonic::service::Routes::new(lookaside::pb::lookaside_server::LookasideServer::new(
+        lookaside::Lookaside {
+            generations: view.generations.clone(),
+        },
+    ));
     runtime.spawn(async move {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {
@@ -92,10 +101,19 @@ pub(crate) fn serve(
             };
             let view = view.clone();
             let builder = builder.clone();
+            let grpc = grpc.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
                     let view = view.clone();
-                    async move { Ok::<_, Infallible>(answer(&view, &request).await) }
+                    let mut grpc = grpc.clone();
+                    async move {
+                        if is_grpc(&request) {
+                            return tonic::codegen::Service::call(&mut grpc, request).await;
+                        }
+                        Ok::<_, Infallible>(
+                            answer(&view, &request).await.map(tonic::body::Body::new),
+                        )
+                    }
                 });
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -104,6 +122,15 @@ pub(crate) fn serve(
         }
     });
     Ok(address)
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc…`).
+fn is_grpc(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn bind_error(socket: &std::net::TcpListener, source: std::io::Error) -> StartError {

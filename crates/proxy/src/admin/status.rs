@@ -90,7 +90,7 @@ fn cluster(view: &View, cluster: &ClusterState, recent: &Recent) -> Value {
             let mut value = json!({
                 "address": e.address(),
                 "weight": e.weight(),
-                "healthy": ejected.is_none() && active,
+                "healthy": super::lookaside::healthy(e),
                 "passive": if ejected.is_some() { "ejected" } else { "ok" },
                 "active": match (checked, active) { (false, _) => "off", (true, true) => "up", (true, false) => "down" },
                 "slow_start": warming.map(round),
