@@ -65,6 +65,17 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     validate::parse_text(text, file_name, None, validate::Depth::Load)
 }
 
+/// [`parse`] for a thick client (`rpcgate-client`): the same `[[clusters]]` (and, when
+/// present, `[[listeners]]` with their routes' `retry`) as rpcgate's own file, with the
+/// same checks and messages, but `[[listeners]]` may be left out. So one file can serve
+/// the proxies and the clients, or a client can carry only its clusters.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_client(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    validate::parse_text(text, file_name, None, validate::Depth::Client)
+}
+
 /// Reads, parses and validates the file at `path`; [`Config::source`] is `Some(path)`,
 /// for reloads.
 ///

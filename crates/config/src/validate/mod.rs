@@ -62,6 +62,9 @@ pub(crate) enum Depth {
     /// Also what depends on the machine and the day (`rpcgate check`): names resolve,
     /// the access log opens, certificates are valid now.
     Check,
+    /// What a thick client (`rpcgate-client`) needs: as `Load`, but `[[listeners]]` may be
+    /// left out — a client's file may hold only `[[clusters]]`.
+    Client,
 }
 
 /// Parses and validates `text`; `name` is the file name used in errors.
@@ -512,7 +515,7 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, c)| (c.get_ref().name.get_ref().as_str(), i))
             .collect();
-        if file.listeners.is_empty() {
+        if file.listeners.is_empty() && self.depth != Depth::Client {
             self.err(
                 &(0..0),
                 &KeyPath::root("listeners"),
