@@ -96,6 +96,31 @@ async fn calls_spread_by_the_policy_and_a_killed_backend_costs_no_call() {
 }
 
 #[tokio::test]
+async fn a_cluster_whose_endpoints_all_refuse_says_which_and_why() {
+    let dead = [
+        common::dead_address().to_string(),
+        common::dead_address().to_string(),
+    ];
+    let client = ClientBuilder::endpoints("gone", &dead)
+        .unwrap()
+        .build()
+        .unwrap();
+    let status = GreeterClient::new(client)
+        .say_hello(hello("c"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .starts_with("cluster gone: no endpoint could be reached (2 tried; last: 127.0.0.1:")
+            && status.message().contains("connect failed"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
 async fn the_route_retry_policy_retries_unavailable_on_another_endpoint() {
     // A backend that answers every call UNAVAILABLE (trailers-only), counting them.
     let refused = Arc::new(AtomicU32::new(0));

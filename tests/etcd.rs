@@ -249,3 +249,36 @@ async fn discovery_and_registration_carry_on_across_an_etcd_restart() {
     .unwrap();
     assert_eq!(etcd.keys(PREFIX).await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_removed_endpoint_finishes_its_calls_in_flight_and_gets_no_new_ones() {
+    if !etcd_or_skip("etcd discovery") {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let proxy = start_proxy(&config(&[etcd.client]));
+    let mut client = GreeterClient::new(proxy.channel().await);
+    let r1 = Registration::start(spec(etcd.client, b1.addr()));
+    common::bounded(r1.registered()).await;
+    until_served_by(&mut client, &["b1"]).await;
+
+    // A slow call is in flight on b1 when b1 leaves and b2 joins.
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move {
+        let request = common::with_meta(hello("slow"), &[(rpcgate_demo::meta::DELAY_MS, "700")]);
+        slow_client.say_hello(request).await
+    });
+    common::bounded(b1.wait_until(|b| b.in_flight() == 1)).await;
+    r1.deregister().await.unwrap();
+    let r2 = Registration::start(spec(etcd.client, b2.addr()));
+    common::bounded(r2.registered()).await;
+    until_served_by(&mut client, &["b2"]).await;
+    let reply = common::bounded(slow).await.unwrap().unwrap();
+    assert_eq!(
+        served_by(reply.metadata()),
+        "b1",
+        "the call in flight finished on b1"
+    );
+}

@@ -156,3 +156,55 @@ impl Body for AttemptBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests fail loudly
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    fn body_of(chunks: &[&'static [u8]]) -> tonic::body::Body {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        tonic::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    }
+
+    async fn all(body: tonic::body::Body) -> Vec<u8> {
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_later_attempt_sends_the_whole_body_again() {
+        let replay = Replay::new(body_of(&[b"ab", b"cd"]));
+        assert!(replay.untouched());
+        assert_eq!(all(replay.attempt(1)).await, b"abcd");
+        assert!(!replay.untouched() && replay.replayable());
+        assert_eq!(all(replay.attempt(2)).await, b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_later_attempt_goes_on_where_the_first_stopped() {
+        let replay = Replay::new(body_of(&[b"ab", b"cd", b"ef"]));
+        let mut first = replay.attempt(1);
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"ab"));
+        assert_eq!(all(replay.attempt(2)).await, b"abcdef");
+        // Read on, the first attempt gets the same bytes (from the copies), never a gap.
+        assert_eq!(all(first).await, b"cdef");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_cannot_be_sent_again() {
+        static BIG: [u8; REPLAY_LIMIT + 1] = [7; REPLAY_LIMIT + 1];
+        let replay = Replay::new(body_of(&[b"x", &BIG]));
+        assert_eq!(all(replay.attempt(1)).await.len(), REPLAY_LIMIT + 2);
+        assert!(!replay.replayable());
+    }
+}

@@ -133,26 +133,31 @@ impl Inner {
                 .map(|v| rpcgate_balance::hash_key(v.as_bytes()))
         });
         let body = Replay::new(body);
-        let mut tried: Vec<u64> = Vec::new();
+        let mut tried = Tried::default();
         let mut attempt = 0u32;
         let mut policy_retries = 0u32;
+        // Whether the previous attempt ended in a policy retry (which may go back to an
+        // endpoint already tried) rather than a transparent one (which may not).
+        let mut after_policy_retry = false;
+        let mut last_failure = String::new();
         loop {
             attempt += 1;
             let Some(pick) = self.balancer.pick(&PickContext {
                 hash,
-                avoid: &tried,
+                avoid: tried.ids(),
             }) else {
                 return Err(Box::new(self.no_endpoint()));
             };
             let endpoint = pick.endpoint;
-            if tried.contains(&endpoint.id()) && !tried.is_empty() && policy_retries == 0 {
-                // Every endpoint was tried transparently: say why the last one failed.
+            if attempt > MAX_ATTEMPTS || (tried.contains(endpoint.id()) && !after_policy_retry) {
+                // Every endpoint failed before the call went out.
                 return Err(Box::new(Status::unavailable(format!(
-                    "cluster {}: no endpoint could be reached ({} tried)",
+                    "cluster {}: no endpoint could be reached ({} tried; last: {last_failure})",
                     self.name,
                     tried.len()
                 ))));
             }
+            after_policy_retry = false;
             tried.push(endpoint.id());
             let channel = match self.connections.get(endpoint.address()).await {
                 Ok(channel) => channel,
@@ -162,6 +167,7 @@ impl Inner {
                         follower.nudge();
                     }
                     tracing::debug!(cluster = self.name.as_str(), endpoint = endpoint.address(), %error, "connect failed; trying another endpoint");
+                    last_failure = format!("{}: connect failed: {error}", endpoint.address());
                     continue;
                 }
             };
@@ -188,6 +194,7 @@ impl Inner {
                     self.connections.forget(endpoint.address());
                     if body.untouched() {
                         tracing::debug!(cluster = self.name.as_str(), endpoint = endpoint.address(), %error, "call never went out; trying another endpoint");
+                        last_failure = format!("{}: {error}", endpoint.address());
                         continue;
                     }
                     if let Some(ticket) = ticket {
@@ -209,6 +216,7 @@ impl Inner {
             {
                 let _ = guard.finish(outcome(Some(code)));
                 policy_retries += 1;
+                after_policy_retry = true;
                 tokio::time::sleep(retry.backoff.delay(policy_retries)).await;
                 continue;
             }
@@ -229,6 +237,41 @@ impl Inner {
             None => "none is configured".to_owned(),
         };
         Status::unavailable(format!("cluster {} has no endpoints: {why}", self.name))
+    }
+}
+
+/// The most attempts one call makes, whatever else allows: a bound on a call that keeps
+/// meeting endpoints that cannot be reached.
+const MAX_ATTEMPTS: u32 = 16;
+
+/// The endpoints a call tried, without an allocation: a call that tried more than
+/// [`Tried::CAPACITY`] avoids the first ones only ([`MAX_ATTEMPTS`] bounds it anyway).
+#[derive(Debug, Default)]
+struct Tried {
+    ids: [u64; Tried::CAPACITY],
+    len: usize,
+}
+
+impl Tried {
+    const CAPACITY: usize = 8;
+
+    fn ids(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.ids().contains(&id)
+    }
+
+    fn push(&mut self, id: u64) {
+        if self.len < Self::CAPACITY && !self.contains(id) {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 

@@ -44,10 +44,17 @@ pub async fn follow(admin: String, cluster: String, apply: Apply) {
     let mut last_error: Option<String> = None;
     let mut last: Option<Vec<EndpointSpec>> = None;
     loop {
-        let error = match session(&admin, &cluster, &apply, &mut last).await {
+        let mut answered = false;
+        let error = match session(&admin, &cluster, &apply, &mut last, &mut answered).await {
             Ok(()) => "rpcgate ended the stream".to_owned(),
             Err(e) => e,
         };
+        if answered {
+            // The stream worked for a while: start the backoff over, and log the next
+            // error even if it is the same as before.
+            backoff = Duration::from_millis(100);
+            last_error = None;
+        }
         if last_error.as_ref() != Some(&error) {
             tracing::warn!(
                 cluster = &*name,
@@ -67,6 +74,7 @@ async fn session(
     cluster: &str,
     apply: &Apply,
     last: &mut Option<Vec<EndpointSpec>>,
+    answered: &mut bool,
 ) -> Result<(), String> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
         .map_err(|e| e.to_string())?
@@ -82,6 +90,7 @@ async fn session(
         .map_err(|s| status_text(&s))?
         .into_inner();
     while let Some(set) = stream.message().await.map_err(|s| status_text(&s))? {
+        *answered = true;
         let endpoints = usable(&set);
         if last.as_ref() != Some(&endpoints) {
             tracing::info!(

@@ -89,6 +89,24 @@ fn check_accepts_a_good_file() {
     );
 }
 
+/// `check` warns (and passes) when no etcd of an etcd cluster answers: `run` would start
+/// and the cluster would stay empty until etcd comes.
+#[test]
+fn check_warns_when_no_etcd_answers() {
+    let nobody = free_addr();
+    let file = BAD.replace("bogus_key = 1\n", "").replace(
+        "endpoints = [\"127.0.0.1:1\"]",
+        &format!("discovery = {{ etcd = [\"{nobody}\"] }}"),
+    );
+    let output = with_config("check", &config_file("etcd.toml", &file));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("12:22: clusters[0].discovery.etcd: no etcd address answers now"),
+        "{}",
+        text(&output)
+    );
+}
+
 const BAD: &str = r#"[server]
 workers = 1
 

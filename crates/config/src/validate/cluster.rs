@@ -289,6 +289,16 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        if ok && self.depth == super::Depth::Check {
+            let answering = servers.get_ref().iter().any(|s| answers(s.get_ref()));
+            if !answering {
+                self.warn(
+                    &servers.span(),
+                    &k.key("etcd"),
+                    "no etcd address answers now: rpcgate starts, and the cluster's calls get UNAVAILABLE until etcd does",
+                );
+            }
+        }
         let prefix = match &dd.prefix {
             Some(p) if p.get_ref().is_empty() => {
                 self.err(
@@ -575,6 +585,17 @@ impl Validator<'_> {
 }
 
 /// Whether `host:port` names at least one address (`rpcgate check`; IP literals always do).
+/// Whether a TCP connection to `address` opens within a second (`check` only: etcd).
+fn answers(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(found) = address.to_socket_addrs() else {
+        return false;
+    };
+    found.into_iter().any(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok()
+    })
+}
+
 fn resolves(address: &str) -> Result<(), String> {
     use std::net::ToSocketAddrs;
     if address.parse::<std::net::SocketAddr>().is_ok() {
