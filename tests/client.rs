@@ -273,3 +273,67 @@ async fn etcd_and_the_registration_helper_feed_the_client() {
     until_served_by(&client, &["b1"]).await;
     assert_eq!(etcd.keys("/rpcgate/services/laptop/").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_dns_name_feeds_the_client_and_a_failed_connect_looks_again() {
+    // Two backends on one port, on 127.0.0.1 and 127.0.0.2; the name says 127.0.0.1.
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let port = b1.addr().port();
+    let second = tokio::net::TcpListener::bind(("127.0.0.2", port))
+        .await
+        .unwrap();
+    let b2 = rpcgate_demo::spawn_backend_on(second, rpcgate_demo::BackendOptions::new("b2"))
+        .await
+        .unwrap();
+    let dns = common::dns::DnsServer::start().await;
+    dns.set("backend.test", &["127.0.0.1".parse().unwrap()]);
+    let toml = format!(
+        "[[clusters]]\nname = \"named\"\ndiscovery = {{ dns = \"backend.test:{port}\", refresh = \"1h\", resolver = \"{}\" }}\n",
+        dns.addr
+    );
+    let client = ClientBuilder::from_toml(&toml, "client.toml", "named")
+        .unwrap()
+        .build()
+        .unwrap();
+    until_served_by(&client, &["b1"]).await;
+    // The backend moves to 127.0.0.2: the first connect that fails makes the client
+    // resolve again (not in an hour), and the call itself goes nowhere else to fail.
+    dns.set("backend.test", &["127.0.0.2".parse().unwrap()]);
+    drop(b1);
+    until_served_by(&client, &["b2"]).await;
+    assert!(b2.calls() > 0);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_on_a_failing_cluster() {
+    let failing = spawn_h2c_server(|_| {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body(String::new())
+            .unwrap()
+    })
+    .await;
+    let toml = cluster_toml(
+        "fragile",
+        &[failing.to_string()],
+        "passive_health = { max_fails = 0 }\ncircuit_breaker = { failure_ratio = 0.5, min_requests = 4, window = \"10s\", open_duration = \"30s\" }",
+    );
+    let client = ClientBuilder::from_toml(&toml, "client.toml", "fragile")
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut greeter = GreeterClient::new(client);
+    for _ in 0..4 {
+        let status = greeter.say_hello(hello("c")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    let status = greeter.say_hello(hello("c")).await.unwrap_err();
+    assert!(
+        status
+            .message()
+            .starts_with("cluster fragile: circuit breaker open"),
+        "{}",
+        status.message()
+    );
+}

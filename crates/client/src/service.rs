@@ -220,14 +220,20 @@ impl Inner {
                 tokio::time::sleep(retry.backoff.delay(policy_retries)).await;
                 continue;
             }
-            return Ok(response.map(|inner| ResponseBody {
-                inner,
-                settle: Some(Settle {
-                    guard,
-                    ticket,
-                    status,
-                }),
-            }));
+            let settle = Settle { guard, ticket };
+            // A trailers-only answer is over at its head (tonic reads the status there and
+            // drops the body unread), and an HTTP error is no gRPC answer at all: settle
+            // now. Otherwise the end of the body does.
+            let settle = if !response.status().is_success() {
+                settle.finish(None, true);
+                None
+            } else if status.is_some() {
+                settle.finish(status, false);
+                None
+            } else {
+                Some(settle)
+            };
+            return Ok(response.map(|inner| ResponseBody { inner, settle }));
         }
     }
 
@@ -288,8 +294,6 @@ fn outcome(status: Option<u32>) -> Outcome {
 struct Settle {
     guard: CallGuard,
     ticket: Option<BreakerTicket>,
-    /// A trailers-only answer's status.
-    status: Option<u32>,
 }
 
 impl Settle {
@@ -342,8 +346,8 @@ impl Body for ResponseBody {
             }
             Poll::Ready(None) => {
                 if let Some(settle) = this.settle.take() {
-                    let status = settle.status;
-                    settle.finish(status, false);
+                    // Ended without trailers: no status, a broken answer.
+                    settle.finish(None, true);
                 }
             }
             Poll::Pending => {}

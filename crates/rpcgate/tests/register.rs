@@ -85,6 +85,20 @@ async fn register_holds_the_key_until_sigterm_and_a_killed_one_goes_with_its_lea
         first.output()
     );
 
+    // SIGINT (Ctrl-C) deregisters too.
+    let mut interrupted = Running::spawn(
+        &mut register(&etcd, "127.0.0.1:50053", "10s"),
+        dir.join("c.log"),
+    );
+    until_keys(&etcd, prefix, &["/rpcgate/services/laptop/127.0.0.1:50053"]).await;
+    interrupted.signal("INT");
+    assert!(
+        interrupted.exit().await.success(),
+        "{}",
+        interrupted.output()
+    );
+    assert!(until_keys(&etcd, prefix, &[]).await < Duration::from_secs(5));
+
     // SIGKILL: nothing deregisters, the 2 s lease ends.
     let mut killed = Running::spawn(
         &mut register(&etcd, "127.0.0.1:50052", "2s"),
