@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::etcd::{Etcd, etcd_or_skip};
 use common::files::{TempDir, toml_path};
 use common::http::spawn_h2c_server;
-use common::{OneCluster, hello, served_by, start_proxy};
+use common::{OneCluster, hello, served_by, start_proxy, until_served_by};
 use rpcgate_client::{Client, ClientBuilder, Registration, RegistrationSpec};
 use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
 
@@ -27,28 +27,6 @@ async fn spread(client: &Client, calls: usize) -> HashMap<String, usize> {
         *seen.entry(served_by(reply.metadata())).or_insert(0) += 1;
     }
     seen
-}
-
-/// Calls until exactly `want` served the last 20 calls (`-` for UNAVAILABLE), bounded.
-async fn until_served_by(client: &Client, want: &[&str]) {
-    let mut greeter = GreeterClient::new(client.clone());
-    let want: std::collections::HashSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..400 {
-        seen.clear();
-        for _ in 0..20 {
-            match greeter.say_hello(hello("c")).await {
-                Ok(reply) => seen.insert(served_by(reply.metadata())),
-                Err(status) if status.code() == tonic::Code::Unavailable => seen.insert("-".into()),
-                Err(status) => panic!("{status:?}"),
-            };
-        }
-        if seen == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never served by exactly {want:?}; last {seen:?}");
 }
 
 fn cluster_toml(name: &str, endpoints: &[String], extra: &str) -> String {
@@ -221,7 +199,7 @@ async fn the_lookaside_api_feeds_the_client_rpcgates_view() {
         .unwrap()
         .build()
         .unwrap();
-    until_served_by(&client, &["b1", "b2"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b1", "b2"]).await;
     // The calls went straight to the backends, not through the proxy.
     let status = proxy.status().await;
     let through: u64 = status["clusters"][0]["endpoints"]
@@ -234,7 +212,7 @@ async fn the_lookaside_api_feeds_the_client_rpcgates_view() {
 
     // A reload of the proxy moves the cluster to b3: the client follows.
     proxy.swap(&OneCluster::backends(&[&b3]).admin().build());
-    until_served_by(&client, &["b3"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b3"]).await;
 }
 
 #[tokio::test]
@@ -253,7 +231,7 @@ async fn etcd_and_the_registration_helper_feed_the_client() {
         .unwrap()
         .build()
         .unwrap();
-    until_served_by(&client, &["-"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["-"]).await;
     let register = |address: std::net::SocketAddr| {
         Registration::start(RegistrationSpec {
             servers: vec![etcd.client.to_string()],
@@ -267,10 +245,10 @@ async fn etcd_and_the_registration_helper_feed_the_client() {
     let r2 = register(b2.addr());
     common::bounded(r1.registered()).await;
     common::bounded(r2.registered()).await;
-    until_served_by(&client, &["b1", "b2"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b1", "b2"]).await;
     // Dropping a registration deregisters it (the lease is revoked in the background).
     drop(r2);
-    until_served_by(&client, &["b1"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b1"]).await;
     assert_eq!(etcd.keys("/rpcgate/services/laptop/").await.len(), 1);
 }
 
@@ -295,12 +273,12 @@ async fn a_dns_name_feeds_the_client_and_a_failed_connect_looks_again() {
         .unwrap()
         .build()
         .unwrap();
-    until_served_by(&client, &["b1"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b1"]).await;
     // The backend moves to 127.0.0.2: the first connect that fails makes the client
     // resolve again (not in an hour), and the call itself goes nowhere else to fail.
     dns.set("backend.test", &["127.0.0.2".parse().unwrap()]);
     drop(b1);
-    until_served_by(&client, &["b2"]).await;
+    until_served_by(&mut GreeterClient::new(client.clone()), &["b2"]).await;
     assert!(b2.calls() > 0);
 }
 

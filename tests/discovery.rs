@@ -6,42 +6,18 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use common::files::{TempDir, toml_path};
-use common::{OneCluster, hello, served_by, start_proxy};
+use common::{OneCluster, hello, start_proxy, until_served_by};
 use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
-use tonic::transport::Channel;
 
 /// Replaces the file the way editors and deploy tools do: write aside, rename over.
 fn replace(path: &Path, text: &str) {
     let staged = path.with_extension("tmp");
     std::fs::write(&staged, text).unwrap();
     std::fs::rename(&staged, path).unwrap();
-}
-
-/// Calls until every backend in `want` served one (and no other served the last 20), or
-/// fails after a bound; returns who served the last 20.
-async fn until_served_by(client: &mut GreeterClient<Channel>, want: &[&str]) -> HashSet<String> {
-    let want: HashSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
-    for _ in 0..400 {
-        let mut seen = HashSet::new();
-        for _ in 0..20 {
-            // A DNS cluster is empty until its first answer, a moment after start.
-            match client.say_hello(hello("d")).await {
-                Ok(reply) => seen.insert(served_by(reply.metadata())),
-                Err(status) if status.code() == tonic::Code::Unavailable => seen.insert("-".into()),
-                Err(status) => panic!("{status:?}"),
-            };
-        }
-        if seen == want {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never served by exactly {want:?}");
 }
 
 #[tokio::test]

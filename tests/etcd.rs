@@ -7,42 +7,18 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::etcd::{Etcd, etcd_or_skip};
-use common::{OneCluster, hello, served_by, start_proxy};
+use common::{OneCluster, hello, served_by, start_proxy, until_served_by};
 use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
 use rpcgate_discovery::etcd::registration::{Registration, RegistrationSpec};
-use tonic::transport::Channel;
 
 /// The prefix a cluster named `main` reads by default.
 const PREFIX: &str = "/rpcgate/services/main/";
-
-/// Calls until exactly the backends in `want` served the last 20 calls, or fails after a
-/// bound. `-` stands for UNAVAILABLE (an empty cluster).
-async fn until_served_by(client: &mut GreeterClient<Channel>, want: &[&str]) {
-    let want: HashSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
-    let mut seen = HashSet::new();
-    for _ in 0..400 {
-        seen.clear();
-        for _ in 0..20 {
-            match client.say_hello(hello("e")).await {
-                Ok(reply) => seen.insert(served_by(reply.metadata())),
-                Err(status) if status.code() == tonic::Code::Unavailable => seen.insert("-".into()),
-                Err(status) => panic!("{status:?}"),
-            };
-        }
-        if seen == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never served by exactly {want:?}; last {seen:?}");
-}
 
 fn config(etcd: &[SocketAddr]) -> String {
     let servers: Vec<String> = etcd.iter().map(|a| format!("\"{a}\"")).collect();

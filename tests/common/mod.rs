@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use rpcgate_demo::BackendHandle;
 use rpcgate_demo::pb::helloworld::HelloRequest;
+use rpcgate_demo::pb::helloworld::greeter_client::GreeterClient;
 use rpcgate_proxy::{Proxy, ProxyHandle};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -314,6 +315,36 @@ pub fn served_by(metadata: &tonic::metadata::MetadataMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("?")
         .to_string()
+}
+
+/// Calls `SayHello` until exactly the backends in `want` served the last 20 calls (`-`
+/// stands for UNAVAILABLE: an empty cluster), or fails after a bound: for endpoint sets
+/// that change by discovery, where there is no event to wait on but the calls themselves.
+/// Works through the proxy (a tonic `Channel`) and through `rpcgate-client` alike.
+pub async fn until_served_by<T>(greeter: &mut GreeterClient<T>, want: &[&str])
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let want: std::collections::HashSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..400 {
+        seen.clear();
+        for _ in 0..20 {
+            match greeter.say_hello(hello("until")).await {
+                Ok(reply) => seen.insert(served_by(reply.metadata())),
+                Err(status) if status.code() == tonic::Code::Unavailable => seen.insert("-".into()),
+                Err(status) => panic!("{status:?}"),
+            };
+        }
+        if seen == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never served by exactly {want:?}; last {seen:?}");
 }
 
 /// A `SayHello` request for `name`.

@@ -3,13 +3,8 @@
 
 use std::sync::Arc;
 
-use rpcgate_balance::{
-    Backoff, BackoffKind, Balancer, BreakerPolicy, CircuitBreaker, EndpointSpec,
-    PassiveHealthPolicy, Policy, RETRY_BUDGET_MIN, RETRY_BUDGET_WINDOW, RetryBudget,
-};
-use rpcgate_config::{
-    Cluster, ConfigErrors, Discovery, HashKey, LbPolicy, RetryBackoff, RetryPolicy,
-};
+use rpcgate_balance::{Balancer, CircuitBreaker, EndpointSpec};
+use rpcgate_config::{Cluster, ConfigErrors, Discovery, HashKey, RetryPolicy};
 
 use crate::connections::{Connections, Connector};
 use crate::service::{Client, Inner, Retry};
@@ -173,19 +168,13 @@ impl ClientBuilder {
     /// No runtime for a source that needs one; TLS files that do not parse.
     pub fn build(self) -> Result<Client, BuildError> {
         let c = &self.cluster;
-        let (policy, hash_header) = match &c.lb {
-            LbPolicy::RoundRobin => (Policy::RoundRobin, None),
-            LbPolicy::LeastRequest => (Policy::LeastRequest, None),
-            LbPolicy::P2cEwma => (Policy::P2cEwma, None),
-            LbPolicy::Random => (Policy::Random, None),
-            LbPolicy::RingHash(HashKey::Header(name)) => (Policy::RingHash, Some(name.clone())),
-            // A client has no client address to hash; calls are spread at random.
-            LbPolicy::RingHash(HashKey::ClientIp) => (Policy::RingHash, None),
+        let (policy, hash_key) = rpcgate_discovery::policy::picker(&c.lb);
+        // A client has no client address to hash: `client_ip` spreads calls at random.
+        let hash_header = match hash_key {
+            Some(HashKey::Header(name)) => Some(name),
+            _ => None,
         };
-        let passive = PassiveHealthPolicy {
-            max_fails: c.passive_health.max_fails,
-            fail_timeout: c.passive_health.fail_timeout,
-        };
+        let passive = rpcgate_discovery::policy::passive(&c.passive_health);
         let initial = match &self.source {
             Source::Static(list) => list.clone(),
             Source::Discovery(_) => rpcgate_discovery::specs(&c.endpoints),
@@ -222,28 +211,14 @@ impl ClientBuilder {
                 )))
             }
         };
-        let breaker = c.circuit_breaker.map(|b| {
-            CircuitBreaker::new(BreakerPolicy {
-                failure_ratio: b.failure_ratio,
-                min_requests: b.min_requests,
-                window: b.window,
-                open_duration: b.open_duration,
-                half_open_requests: b.half_open_requests,
-            })
-        });
+        let breaker = c
+            .circuit_breaker
+            .map(|b| CircuitBreaker::new(rpcgate_discovery::policy::breaker(&b)));
         let retry = self.retry.map(|policy| Retry {
             max_attempts: policy.max_attempts.max(1),
             on: policy.on.clone(),
-            backoff: Backoff {
-                kind: match policy.backoff {
-                    RetryBackoff::Linear => BackoffKind::Linear,
-                    RetryBackoff::Exponential => BackoffKind::Exponential,
-                },
-                base: policy.base_interval,
-                max: policy.max_interval,
-                jitter: policy.jitter,
-            },
-            budget: RetryBudget::new(policy.budget_ratio, RETRY_BUDGET_MIN, RETRY_BUDGET_WINDOW),
+            backoff: rpcgate_discovery::policy::backoff(&policy),
+            budget: rpcgate_discovery::policy::budget(&policy),
         });
         Ok(Client::new(Inner {
             name: c.name.clone(),

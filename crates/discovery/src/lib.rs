@@ -10,12 +10,15 @@
 //! Sources: [`file`] (a watched JSON file), [`dns`] (A/AAAA records, re-resolved) and
 //! [`etcd`] (a watched key prefix in etcd's naming format, with
 //! [`etcd::registration`] to write such keys under a lease), and [`lookaside`] (an
-//! rpcgate's view of a cluster over its look-aside API, for thick clients).
+//! rpcgate's view of a cluster over its look-aside API, for thick clients). [`policy`]
+//! maps the configuration's cluster and route settings into the balancer's types, the
+//! same for the proxy and the client library.
 
 pub mod dns;
 pub mod etcd;
 pub mod file;
 pub mod lookaside;
+pub mod policy;
 
 use std::sync::Arc;
 

@@ -25,8 +25,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rpcgate_balance::{Backoff, BackoffKind, RETRY_BUDGET_MIN, RETRY_BUDGET_WINDOW, RetryBudget};
-use rpcgate_config::{RetryBackoff, RetryPolicy};
+use rpcgate_balance::{Backoff, RetryBudget};
+use rpcgate_config::RetryPolicy;
 use tokio::time::Instant;
 
 use crate::deadline::Deadline;
@@ -56,16 +56,8 @@ impl RetryState {
             max_attempts: policy.max_attempts,
             on: policy.on.iter().copied().map(Code).collect(),
             per_try_timeout: policy.per_try_timeout,
-            backoff: Backoff {
-                kind: match policy.backoff {
-                    RetryBackoff::Linear => BackoffKind::Linear,
-                    RetryBackoff::Exponential => BackoffKind::Exponential,
-                },
-                base: policy.base_interval,
-                max: policy.max_interval,
-                jitter: policy.jitter,
-            },
-            budget: RetryBudget::new(policy.budget_ratio, RETRY_BUDGET_MIN, RETRY_BUDGET_WINDOW),
+            backoff: rpcgate_discovery::policy::backoff(policy),
+            budget: rpcgate_discovery::policy::budget(policy),
             retries: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }

@@ -31,10 +31,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use rpcgate_balance::{
-    Balancer, BreakerPolicy, CircuitBreaker, EndpointSpec, PassiveHealthPolicy, Policy,
-};
-use rpcgate_config::{Cluster, Config, HashKey, LbPolicy, UpstreamProtocol};
+use rpcgate_balance::{Balancer, CircuitBreaker, EndpointSpec};
+use rpcgate_config::{Cluster, Config, HashKey, UpstreamProtocol};
 use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
@@ -296,18 +294,9 @@ impl ClusterState {
         {
             return Ok(old.clone());
         }
-        let (policy, hash_key) = match &config.lb {
-            LbPolicy::RoundRobin => (Policy::RoundRobin, None),
-            LbPolicy::LeastRequest => (Policy::LeastRequest, None),
-            LbPolicy::P2cEwma => (Policy::P2cEwma, None),
-            LbPolicy::Random => (Policy::Random, None),
-            LbPolicy::RingHash(key) => (Policy::RingHash, Some(key.clone())),
-        };
+        let (policy, hash_key) = rpcgate_discovery::policy::picker(&config.lb);
         let endpoints: Vec<EndpointSpec> = rpcgate_discovery::specs(&config.endpoints);
-        let passive = PassiveHealthPolicy {
-            max_fails: config.passive_health.max_fails,
-            fail_timeout: config.passive_health.fail_timeout,
-        };
+        let passive = rpcgate_discovery::policy::passive(&config.passive_health);
         let authority = match &config.authority {
             Some(a) => Some(
                 a.parse::<http::uri::Authority>()
@@ -366,15 +355,9 @@ impl ClusterState {
                 stats: stats.cluster(&config.name),
                 name: config.name.as_str().into(),
                 max_requests: config.max_requests.map(InFlightLimit::new),
-                breaker: config.circuit_breaker.map(|b| {
-                    CircuitBreaker::new(BreakerPolicy {
-                        failure_ratio: b.failure_ratio,
-                        min_requests: b.min_requests,
-                        window: b.window,
-                        open_duration: b.open_duration,
-                        half_open_requests: b.half_open_requests,
-                    })
-                }),
+                breaker: config
+                    .circuit_breaker
+                    .map(|b| CircuitBreaker::new(rpcgate_discovery::policy::breaker(&b))),
             }),
         };
         let prober = old_prober.or_else(|| {
