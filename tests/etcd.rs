@@ -258,3 +258,51 @@ async fn a_removed_endpoint_finishes_its_calls_in_flight_and_gets_no_new_ones() 
         "the call in flight finished on b1"
     );
 }
+
+#[tokio::test]
+async fn a_reload_to_another_prefix_stops_following_the_old_one() {
+    if !etcd_or_skip("etcd discovery") {
+        return;
+    }
+    let etcd = Etcd::start().await;
+    let [b1, b2, b3, b4] = [
+        rpcgate_demo::spawn_backend("b1").await.unwrap(),
+        rpcgate_demo::spawn_backend("b2").await.unwrap(),
+        rpcgate_demo::spawn_backend("b3").await.unwrap(),
+        rpcgate_demo::spawn_backend("b4").await.unwrap(),
+    ];
+    let value = |b: &rpcgate_demo::BackendHandle| format!("{{\"Addr\":\"{}\"}}", b.addr());
+    etcd.put("/a/b1", &value(&b1)).await;
+    etcd.put("/b/b2", &value(&b2)).await;
+    let with_prefix =
+        |prefix: &str| config(&[etcd.client]).replace(" }", &format!(", prefix = \"{prefix}\" }}"));
+    let proxy = start_proxy(&with_prefix("/a/"));
+    let mut client = GreeterClient::new(proxy.channel().await);
+    until_served_by(&mut client, &["b1"]).await;
+    // A call in flight keeps the old generation (and its source) alive meanwhile.
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move {
+        let request = common::with_meta(hello("slow"), &[(rpcgate_demo::meta::DELAY_MS, "1500")]);
+        slow_client.say_hello(request).await
+    });
+    common::bounded(b1.wait_until(|b| b.in_flight() == 1)).await;
+
+    proxy.swap(&with_prefix("/b/"));
+    until_served_by(&mut client, &["b2"]).await;
+    etcd.put("/b/b4", &value(&b4)).await;
+    until_served_by(&mut client, &["b2", "b4"]).await;
+    // A change under the old prefix changes nothing: for half a second (ample for a live
+    // watch, which sees a put within milliseconds), every call goes to b2 or b4.
+    etcd.put("/a/b3", &value(&b3)).await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        let reply = client.say_hello(hello("after")).await.unwrap();
+        let by = served_by(reply.metadata());
+        assert!(
+            by == "b2" || by == "b4",
+            "served by {by}: the old prefix's source set the endpoints"
+        );
+    }
+    assert_eq!(b3.calls(), 0);
+    common::bounded(slow).await.unwrap().unwrap();
+}

@@ -44,6 +44,12 @@ impl Watch {
     pub fn nudge(&self) {
         self.nudge.notify_one();
     }
+
+    /// Stops the source now, though others still hold the `Watch` (a reload that
+    /// replaced it while the old generation's calls finish).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
 }
 
 impl Drop for Watch {

@@ -26,8 +26,8 @@
 //! Listeners' sockets are not part of a generation: [`crate::listeners`] keeps that set and
 //! [`crate::reload`] swaps both together.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -147,8 +147,10 @@ pub(crate) struct ClusterState {
     pub(crate) limits: Arc<ClusterLimits>,
     /// The active health prober, stopped with this state.
     _prober: Option<Arc<Prober>>,
-    /// The discovery source that keeps the endpoints current, stopped with this state.
-    discovery: Option<Arc<rpcgate_discovery::Watch>>,
+    /// The discovery source that keeps the endpoints current, stopped with this state;
+    /// set once the whole generation is built (see [`Deferred`]), so a reload that fails
+    /// half-way never starts one.
+    discovery: OnceLock<Arc<rpcgate_discovery::Watch>>,
     /// The configuration it was built from, to tell whether a new one changed it.
     config: Cluster,
 }
@@ -163,13 +165,13 @@ impl Generation {
         runtime: &Handle,
         stats: &Arc<Stats>,
     ) -> Result<Self, StartError> {
-        let mut endpoint_updates = Vec::new();
+        let mut deferred = Deferred::default();
         let clusters = config
             .clusters
             .iter()
             .map(|cluster| {
                 let old = previous.and_then(|p| p.cluster(&cluster.name));
-                ClusterState::build(cluster, old, &mut endpoint_updates, runtime, stats)
+                ClusterState::build(cluster, old, &mut deferred, runtime, stats)
             })
             .collect::<Result<Vec<_>, StartError>>()?;
         let listeners = config
@@ -229,10 +231,8 @@ impl Generation {
             _ => AccessLog::open(&config.log.access_log, config.log.format)
                 .map_err(StartError::AccessLog)?,
         };
-        // Everything is built: only now touch balancers the previous generation shares.
-        for (balancer, endpoints) in endpoint_updates {
-            balancer.set_endpoints(endpoints);
-        }
+        // Everything is built: only now touch what the previous generation shares.
+        deferred.apply(runtime);
         Ok(Self {
             number: previous.map_or(1, |p| p.number + 1),
             listeners,
@@ -278,14 +278,52 @@ fn carried_limit(
     }
 }
 
+/// What a new generation does to shared state only once all of it is built: a reload
+/// refused half-way must leave the running generation exactly as it was.
+#[derive(Default)]
+struct Deferred {
+    /// New endpoint sets for balancers the running generation shares.
+    endpoint_updates: Vec<(Arc<Balancer>, Vec<EndpointSpec>)>,
+    /// Discovery sources the new configuration replaces on a kept balancer: stopped, so
+    /// the old source (alive while the old generation's calls finish) no longer sets the
+    /// shared balancer's endpoints.
+    replaced_sources: Vec<Arc<rpcgate_discovery::Watch>>,
+    /// Clusters whose discovery source starts now.
+    new_sources: Vec<Arc<ClusterState>>,
+}
+
+impl Deferred {
+    fn apply(self, runtime: &Handle) {
+        for (balancer, endpoints) in self.endpoint_updates {
+            balancer.set_endpoints(endpoints);
+        }
+        for source in self.replaced_sources {
+            source.stop();
+        }
+        for cluster in self.new_sources {
+            let Some(source) = &cluster.config.discovery else {
+                continue;
+            };
+            let target = Arc::downgrade(&cluster.balancer);
+            let apply: rpcgate_discovery::Apply = Arc::new(move |endpoints| {
+                if let Some(balancer) = target.upgrade() {
+                    balancer.set_endpoints(endpoints);
+                }
+            });
+            let watch = rpcgate_discovery::spawn(source, &cluster.config.name, runtime, apply);
+            let _ = cluster.discovery.set(Arc::new(watch));
+        }
+    }
+}
+
 impl ClusterState {
     /// The state for `config`: the old one as it is when nothing changed, a new one on
     /// the old balancer when only endpoints or per-call settings changed (the endpoint
-    /// set update is queued in `endpoint_updates`), else a fresh one.
+    /// set update is queued in `deferred`), else a fresh one.
     fn build(
         config: &Cluster,
         old: Option<&Arc<ClusterState>>,
-        endpoint_updates: &mut Vec<(Arc<Balancer>, Vec<EndpointSpec>)>,
+        deferred: &mut Deferred,
         runtime: &Handle,
         stats: &Stats,
     ) -> Result<Arc<ClusterState>, StartError> {
@@ -327,7 +365,9 @@ impl ClusterState {
                 // or the file a `discovery.file` read at load. A source that knows none
                 // at load (DNS) owns the set: a reload must not empty it.
                 if config.discovery.is_none() || !config.endpoints.is_empty() {
-                    endpoint_updates.push((old.balancer.clone(), endpoints));
+                    deferred
+                        .endpoint_updates
+                        .push((old.balancer.clone(), endpoints));
                 }
                 (old.balancer.clone(), old.pool)
             }
@@ -376,27 +416,22 @@ impl ClusterState {
             })
         });
         // The source goes on when the balancer and the source are the same; otherwise a
-        // new one starts (its first set is what the configuration read at load).
-        let discovery = kept
+        // new one starts once the generation is built (its first set is what the
+        // configuration read at load), and one it replaces on a kept balancer stops then.
+        let carried = kept
             .filter(|old| old.config.discovery == config.discovery)
-            .and_then(|old| old.discovery.clone())
-            .or_else(|| {
-                config.discovery.as_ref().map(|source| {
-                    let target = Arc::downgrade(&balancer);
-                    let apply: rpcgate_discovery::Apply = Arc::new(move |endpoints| {
-                        if let Some(balancer) = target.upgrade() {
-                            balancer.set_endpoints(endpoints);
-                        }
-                    });
-                    Arc::new(rpcgate_discovery::spawn(
-                        source,
-                        &config.name,
-                        runtime,
-                        apply,
-                    ))
-                })
-            });
-        Ok(Arc::new(ClusterState {
+            .and_then(|old| old.discovery.get().cloned());
+        if carried.is_none()
+            && let Some(replaced) = kept.and_then(|old| old.discovery.get())
+        {
+            deferred.replaced_sources.push(replaced.clone());
+        }
+        let discovery = OnceLock::new();
+        let starts = carried.is_none() && config.discovery.is_some();
+        if let Some(carried) = carried {
+            let _ = discovery.set(carried);
+        }
+        let state = Arc::new(ClusterState {
             _prober: prober,
             discovery,
             name: config.name.as_str().into(),
@@ -410,7 +445,11 @@ impl ClusterState {
             in_panic: AtomicBool::new(false),
             limits,
             config: config.clone(),
-        }))
+        });
+        if starts {
+            deferred.new_sources.push(state.clone());
+        }
+        Ok(state)
     }
 }
 
@@ -433,7 +472,7 @@ impl ClusterState {
     /// A connect to one of the endpoints failed: a discovery source that can look again
     /// sooner (DNS) does, since a backend that went away is usually gone from it too.
     pub(crate) fn connect_failed(&self) {
-        if let Some(discovery) = &self.discovery {
+        if let Some(discovery) = self.discovery.get() {
             discovery.nudge();
         }
     }
