@@ -61,6 +61,10 @@ async fn endpoints_join_and_leave_as_keys_come_and_go() {
     let proxy = start_proxy(&config(&[etcd.client]));
     let mut client = GreeterClient::new(proxy.channel().await);
     until_served_by(&mut client, &["-"]).await;
+    assert_eq!(
+        proxy.status().await["clusters"][0]["discovery"],
+        format!("etcd {} under {PREFIX}", etcd.client)
+    );
 
     // b1 registers (lease, keep-alive): it serves.
     let r1 = Registration::start(spec(etcd.client, b1.addr()));

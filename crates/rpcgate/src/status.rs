@@ -146,6 +146,9 @@ pub fn render(status: &Value) -> String {
             number(&cluster["errors_per_s"]),
             ms(&cluster["p99_ms"]),
         );
+        if let Some(source) = cluster["discovery"].as_str() {
+            let _ = writeln!(out, "  endpoints from {source}");
+        }
         let mut rows = vec![
             [
                 "ENDPOINT",

@@ -116,6 +116,7 @@ fn cluster(view: &View, cluster: &ClusterState, recent: &Recent) -> Value {
         "name": &*cluster.name,
         "lb": lb_name(&cluster.config().lb),
         "circuit": breaker.map_or("off", |b| b.state.as_str()),
+        "discovery": cluster.config().discovery.as_ref().map(describe_discovery),
         "in_flight": in_flight,
         "error_ratio": if rates.calls_per_s > 0.0 { round(rates.errors_per_s / rates.calls_per_s) } else { 0.0 },
         "history": { "interval_s": 1, "calls_per_s": calls, "errors_per_s": errors },
@@ -123,6 +124,22 @@ fn cluster(view: &View, cluster: &ClusterState, recent: &Recent) -> Value {
     });
     add_rates(&mut value, &rates);
     value
+}
+
+/// Where a cluster's endpoints come from, in words (`null` for a static list).
+fn describe_discovery(discovery: &rpcgate_config::Discovery) -> String {
+    match discovery {
+        rpcgate_config::Discovery::File(path) => format!("file {}", path.display()),
+        rpcgate_config::Discovery::Dns {
+            host,
+            port,
+            refresh,
+            ..
+        } => format!("DNS {host}:{port} every {}", humantime::format_duration(*refresh)),
+        rpcgate_config::Discovery::Etcd { servers, prefix } => {
+            format!("etcd {} under {prefix}", servers.join(","))
+        }
+    }
 }
 
 fn add_rates(value: &mut Value, rates: &Rates) {
