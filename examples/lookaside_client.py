@@ -4,12 +4,13 @@ and prints each endpoint set it is sent, one JSON line per message.
 
     python3 examples/lookaside_client.py --admin 127.0.0.1:9901 --cluster laptop
 
-A real thick client would keep the healthy endpoints (weighted) and pick one per call;
-here they are printed. The stubs are compiled from proto/rpcgate/lookaside/v1/ at start
+A real thick client would keep the healthy endpoints (weighted) and pick one per call
+(all of them when none is healthy, as rpcgate does); here they are printed, the ones to
+use under "use". The stubs are compiled from proto/rpcgate/lookaside/v1/ at start
 with grpc_tools (pip install grpcio grpcio-tools), so no protoc is needed.
 
 Exit codes: 0 after --count messages (or the stream ending), 3 for an unknown cluster
-(NOT_FOUND), 1 when rpcgate cannot be reached.
+(NOT_FOUND), 1 when rpcgate cannot be reached or --timeout passes (DEADLINE_EXCEEDED).
 """
 
 import argparse
@@ -71,7 +72,8 @@ def main():
                                     {"address": e.address, "weight": e.weight, "healthy": e.healthy}
                                     for e in endpoint_set.endpoints
                                 ],
-                                "use": [e.address for e in endpoint_set.endpoints if e.healthy],
+                                "use": [e.address for e in endpoint_set.endpoints if e.healthy]
+                                or [e.address for e in endpoint_set.endpoints],
                             }
                         ),
                         flush=True,

@@ -213,6 +213,26 @@ async fn the_lookaside_api_feeds_the_client_rpcgates_view() {
     // A reload of the proxy moves the cluster to b3: the client follows.
     proxy.swap(&OneCluster::backends(&[&b3]).admin().build());
     until_served_by(&mut GreeterClient::new(client.clone()), &["b3"]).await;
+
+    // A cluster the proxy does not have: the call says what the look-aside API answered.
+    let unknown = ClientBuilder::from_lookaside(proxy.admin().to_string(), "nope")
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut greeter = GreeterClient::new(unknown);
+    common::bounded(async {
+        loop {
+            let status = greeter.say_hello(hello("c")).await.unwrap_err();
+            if status
+                .message()
+                .contains("NotFound: no cluster named \"nope\"")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -65,6 +65,15 @@ async fn endpoints_join_and_leave_as_keys_come_and_go() {
         proxy.status().await["clusters"][0]["discovery"],
         format!("etcd {} under {PREFIX}", etcd.client)
     );
+    // etcd answered, with nothing under the prefix: the call says so.
+    let status = client.say_hello(hello("e")).await.unwrap_err();
+    assert_eq!(
+        status.message(),
+        format!(
+            "cluster main has no endpoints: etcd ({}) has no endpoint under {PREFIX}",
+            etcd.client
+        )
+    );
 
     // b1 registers (lease, keep-alive): it serves.
     let r1 = Registration::start(spec(etcd.client, b1.addr()));
@@ -106,6 +115,20 @@ async fn etcd_unreachable_at_start_is_unavailable_naming_etcd_until_it_comes() {
     let status = client.say_hello(hello("e")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().contains("etcd"), "{}", status.message());
+    // Once it tried: why, with the address.
+    common::bounded(async {
+        loop {
+            let status = client.say_hello(hello("e")).await.unwrap_err();
+            if status.message().starts_with(&format!(
+                "cluster main has no endpoints: etcd not reached: cannot reach etcd ({}: ",
+                etcd.client
+            )) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     etcd.start_here().await;
     let registration = Registration::start(spec(etcd.client, b1.addr()));

@@ -27,6 +27,16 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // The library logs what its source does (etcd unreachable, a look-aside NOT_FOUND):
+    // warnings by default, more with RUST_LOG=info.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let calls: usize = flag(&args, "--calls")
         .and_then(|n| n.parse().ok())

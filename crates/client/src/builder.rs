@@ -206,9 +206,14 @@ impl ClientBuilder {
             Source::Lookaside { admin, cluster } => {
                 let runtime =
                     tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-                Some(Follower::Task(runtime.spawn(
-                    rpcgate_discovery::lookaside::follow(admin.clone(), cluster.clone(), apply),
-                )))
+                let report = rpcgate_discovery::Report::default();
+                let task = runtime.spawn(rpcgate_discovery::lookaside::follow(
+                    admin.clone(),
+                    cluster.clone(),
+                    apply,
+                    report.clone(),
+                ));
+                Some(Follower::Task(task, report))
             }
         };
         let breaker = c
@@ -244,8 +249,8 @@ impl ClientBuilder {
 pub(crate) enum Follower {
     /// A discovery source.
     Watch(rpcgate_discovery::Watch),
-    /// The look-aside follower task.
-    Task(tokio::task::JoinHandle<()>),
+    /// The look-aside follower task, and what it says of an empty set.
+    Task(tokio::task::JoinHandle<()>, rpcgate_discovery::Report),
 }
 
 impl Follower {
@@ -255,11 +260,19 @@ impl Follower {
             watch.nudge();
         }
     }
+
+    /// Why the source has no endpoints, as it last said.
+    pub(crate) fn why_empty(&self) -> Option<String> {
+        match self {
+            Self::Watch(watch) => watch.why_empty(),
+            Self::Task(_, report) => report.get(),
+        }
+    }
 }
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        if let Self::Task(task) = self {
+        if let Self::Task(task, _) = self {
             task.abort();
         }
     }

@@ -238,9 +238,13 @@ impl Inner {
     }
 
     fn no_endpoint(&self) -> Status {
-        let why = match self.discovery {
-            Some(kind) => format!("its {kind} discovery has found none yet"),
-            None => "none is configured".to_owned(),
+        let why = match (
+            self.discovery,
+            self.follower.as_ref().and_then(Follower::why_empty),
+        ) {
+            (_, Some(why)) => why,
+            (Some(kind), None) => format!("its {kind} discovery has found none yet"),
+            (None, None) => "none is configured".to_owned(),
         };
         Status::unavailable(format!("cluster {} has no endpoints: {why}", self.name))
     }

@@ -358,6 +358,26 @@ fn etcd_discovery_prefix_defaults_to_the_register_folder_of_the_cluster() {
         panic!("{:?}", c.clusters[0].discovery);
     };
     assert_eq!(prefix, "/svc/laptop/");
+    // A prefix without its slashes is taken, with a warning that says what it matches.
+    for (prefix, says) in [
+        (
+            "/svc/laptop",
+            "matches every key that starts with it, /svc/laptop-v2/… too",
+        ),
+        ("svc/laptop/", "does not start with '/'"),
+    ] {
+        let c = ok(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("discovery = {{ etcd = [\"127.0.0.1:2379\"], prefix = \"{prefix}\" }}"),
+        ));
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("discovery.prefix: ") && w.contains(says)),
+            "{:?}",
+            c.warnings
+        );
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use rpcgate_balance::EndpointSpec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::Apply;
+use crate::{Apply, Report};
 
 /// The shortest time between two lookups when nudged.
 pub const MIN_GAP: Duration = Duration::from_secs(1);
@@ -35,11 +35,18 @@ pub(crate) struct DnsSource {
 }
 
 /// Follows the name until the task is aborted.
-pub(crate) async fn follow(source: DnsSource, cluster: Arc<str>, apply: Apply, nudge: Arc<Notify>) {
+pub(crate) async fn follow(
+    source: DnsSource,
+    cluster: Arc<str>,
+    apply: Apply,
+    nudge: Arc<Notify>,
+    report: Report,
+) {
     let resolver = match resolver(source.resolver) {
         Ok(resolver) => resolver,
         Err(error) => {
             tracing::error!(cluster = &*cluster, %error, "cannot set up DNS resolution (no usable /etc/resolv.conf?): the cluster stays empty; set discovery.resolver");
+            report.set(format!("DNS resolution cannot be set up: {error}"));
             return;
         }
     };
@@ -51,6 +58,7 @@ pub(crate) async fn follow(source: DnsSource, cluster: Arc<str>, apply: Apply, n
         match lookup(&resolver, &source).await {
             Ok(endpoints) => {
                 last_error = None;
+                report.clear();
                 if last.as_ref() != Some(&endpoints) {
                     tracing::info!(
                         cluster = &*cluster,
@@ -63,6 +71,7 @@ pub(crate) async fn follow(source: DnsSource, cluster: Arc<str>, apply: Apply, n
                 }
             }
             Err(error) => {
+                report.set(format!("DNS lookup of {} failed: {error}", source.host));
                 if last_error.as_ref() != Some(&error) {
                     let kept = last.as_ref().map_or(0, Vec::len);
                     tracing::warn!(

@@ -20,7 +20,7 @@ pub mod file;
 pub mod lookaside;
 pub mod policy;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rpcgate_balance::EndpointSpec;
 use rpcgate_config::{Discovery, Endpoint};
@@ -31,11 +31,39 @@ use tokio::task::JoinHandle;
 /// Where a source hands each new endpoint set.
 pub type Apply = Arc<dyn Fn(Vec<EndpointSpec>) + Send + Sync>;
 
+/// What a source last said about why it has no endpoints to give — etcd not reached, no
+/// key under the prefix, a DNS error — so that a call finding the set empty can say why,
+/// rather than only that it is empty. Cleared when the source hands over a non-empty set.
+#[derive(Debug, Clone, Default)]
+pub struct Report(Arc<Mutex<Option<String>>>);
+
+impl Report {
+    /// Records why the source has nothing (or nothing new) to give.
+    pub fn set(&self, why: impl Into<String>) {
+        if let Ok(mut report) = self.0.lock() {
+            *report = Some(why.into());
+        }
+    }
+
+    /// The source has endpoints again.
+    pub fn clear(&self) {
+        if let Ok(mut report) = self.0.lock() {
+            *report = None;
+        }
+    }
+
+    /// What it last said, if anything.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|report| report.clone())
+    }
+}
+
 /// A running source; dropping it stops the source.
 #[derive(Debug)]
 pub struct Watch {
     task: JoinHandle<()>,
     nudge: Arc<Notify>,
+    report: Report,
 }
 
 impl Watch {
@@ -43,6 +71,11 @@ impl Watch {
     /// look again sooner (DNS) does.
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Why the source has no endpoints, as it last said (see [`Report`]).
+    pub fn why_empty(&self) -> Option<String> {
+        self.report.get()
     }
 
     /// Stops the source now, though others still hold the `Watch` (a reload that
@@ -62,6 +95,7 @@ impl Drop for Watch {
 pub fn spawn(discovery: &Discovery, cluster: &str, runtime: &Handle, apply: Apply) -> Watch {
     let cluster: Arc<str> = cluster.into();
     let nudge = Arc::new(Notify::new());
+    let report = Report::default();
     let task = match discovery {
         Discovery::File(path) => runtime.spawn(file::follow(path.clone(), cluster, apply)),
         Discovery::Dns {
@@ -76,17 +110,27 @@ pub fn spawn(discovery: &Discovery, cluster: &str, runtime: &Handle, apply: Appl
                 refresh: *refresh,
                 resolver: *resolver,
             };
-            runtime.spawn(dns::follow(source, cluster, apply, nudge.clone()))
+            runtime.spawn(dns::follow(
+                source,
+                cluster,
+                apply,
+                nudge.clone(),
+                report.clone(),
+            ))
         }
         Discovery::Etcd { servers, prefix } => {
             let source = etcd::EtcdSource {
                 servers: servers.clone(),
                 prefix: prefix.clone(),
             };
-            runtime.spawn(etcd::follow(source, cluster, apply))
+            runtime.spawn(etcd::follow(source, cluster, apply, report.clone()))
         }
     };
-    Watch { task, nudge }
+    Watch {
+        task,
+        nudge,
+        report,
+    }
 }
 
 /// The balancer's form of configured endpoints.

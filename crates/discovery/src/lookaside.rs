@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rpcgate_balance::EndpointSpec;
 
-use crate::Apply;
 use crate::etcd::{error_chain, status_text};
+use crate::{Apply, Report};
 
 /// The generated API; the proto is `proto/rpcgate/lookaside/v1/lookaside.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -37,18 +37,22 @@ pub fn usable(set: &pb::EndpointSet) -> Vec<EndpointSpec> {
 
 /// Follows `cluster` on the rpcgate admin address `admin` (`HOST:PORT`) until aborted;
 /// while it cannot be reached, the last set stays. NOT_FOUND (no such cluster) is logged
-/// and retried, since a reload may add the cluster.
-pub async fn follow(admin: String, cluster: String, apply: Apply) {
+/// and retried, since a reload may add the cluster. `report` says why the set is empty.
+pub async fn follow(admin: String, cluster: String, apply: Apply, report: Report) {
     let name: Arc<str> = cluster.as_str().into();
     let mut backoff = Duration::from_millis(100);
     let mut last_error: Option<String> = None;
     let mut last: Option<Vec<EndpointSpec>> = None;
     loop {
         let mut answered = false;
-        let error = match session(&admin, &cluster, &apply, &mut last, &mut answered).await {
+        let error = match session(&admin, &cluster, &apply, &report, &mut last, &mut answered).await
+        {
             Ok(()) => "rpcgate ended the stream".to_owned(),
             Err(e) => e,
         };
+        if last.as_ref().is_none_or(Vec::is_empty) {
+            report.set(format!("the look-aside API at {admin}: {error}"));
+        }
         if answered {
             // The stream worked for a while: start the backoff over, and log the next
             // error even if it is the same as before.
@@ -73,6 +77,7 @@ async fn session(
     admin: &str,
     cluster: &str,
     apply: &Apply,
+    report: &Report,
     last: &mut Option<Vec<EndpointSpec>>,
     answered: &mut bool,
 ) -> Result<(), String> {
@@ -92,6 +97,13 @@ async fn session(
     while let Some(set) = stream.message().await.map_err(|s| status_text(&s))? {
         *answered = true;
         let endpoints = usable(&set);
+        if endpoints.is_empty() {
+            report.set(format!(
+                "rpcgate at {admin} has no endpoints in cluster {cluster}"
+            ));
+        } else {
+            report.clear();
+        }
         if last.as_ref() != Some(&endpoints) {
             tracing::info!(
                 cluster,

@@ -459,14 +459,21 @@ impl ClusterState {
         &self.config
     }
 
-    /// What kind of source discovers the endpoints, if any (for the message of a call
-    /// that finds the set empty).
-    pub(crate) fn discovery_kind(&self) -> Option<&'static str> {
-        self.config.discovery.as_ref().map(|d| match d {
+    /// Why a cluster with a discovery source has no endpoints, for the message of a call
+    /// that finds the set empty: what the source last said (etcd not reached, no key under
+    /// the prefix, a DNS error), else that it has found none yet. `None` for a static list.
+    pub(crate) fn empty_reason(&self) -> Option<String> {
+        let kind = match self.config.discovery.as_ref()? {
             rpcgate_config::Discovery::File(_) => "file",
             rpcgate_config::Discovery::Dns { .. } => "DNS",
             rpcgate_config::Discovery::Etcd { .. } => "etcd",
-        })
+        };
+        Some(
+            self.discovery
+                .get()
+                .and_then(|watch| watch.why_empty())
+                .unwrap_or_else(|| format!("its {kind} discovery has found none yet")),
+        )
     }
 
     /// A connect to one of the endpoints failed: a discovery source that can look again

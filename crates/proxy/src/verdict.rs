@@ -187,9 +187,9 @@ pub enum Cause {
     NoEndpoint {
         /// The cluster.
         cluster: Arc<str>,
-        /// The kind of its discovery source (`DNS`, `file`), when it has one: the set is
-        /// empty because the source found none yet.
-        discovery: Option<&'static str>,
+        /// When a discovery source owns the set: why it is empty, in words (what the
+        /// source last said, or that it has found none yet).
+        discovery: Option<String>,
     },
     /// Connecting to an endpoint failed: nothing reached it.
     Connect {
@@ -353,11 +353,8 @@ impl fmt::Display for Cause {
             } => write!(f, "cluster {cluster} has no endpoints"),
             Cause::NoEndpoint {
                 cluster,
-                discovery: Some(kind),
-            } => write!(
-                f,
-                "cluster {cluster} has no endpoints: its {kind} discovery has found none yet"
-            ),
+                discovery: Some(why),
+            } => write!(f, "cluster {cluster} has no endpoints: {why}"),
             Cause::Connect {
                 endpoint,
                 error: ConnectFailure::Http1(error),

@@ -97,13 +97,19 @@ pub struct RegisterArgs {
     /// The backend's relative share of the calls.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub weight: u32,
-    /// The folder of the services in etcd.
-    #[arg(long, default_value = "/rpcgate/services/")]
+    /// The folder of the services in etcd; the key is PREFIX/SERVICE/ADDRESS (a missing
+    /// trailing '/' is added).
+    #[arg(long, default_value = "/rpcgate/services/", value_parser = services_folder)]
     pub prefix: String,
 }
 
 /// `HOST:PORT` with a port from 1 to 65535.
 fn host_port(value: &str) -> Result<String, String> {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        return Err(format!(
+            "{value:?}: give HOST:PORT without the {scheme}:// (etcdctl's URL form), e.g. {rest}"
+        ));
+    }
     match value.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
             Ok(value.to_owned())
@@ -112,6 +118,16 @@ fn host_port(value: &str) -> Result<String, String> {
             "{value:?} is not HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:2379"
         )),
     }
+}
+
+/// `--prefix`: a folder path starting with '/'.
+fn services_folder(value: &str) -> Result<String, String> {
+    if !value.starts_with('/') {
+        return Err(format!(
+            "{value:?}: must start with '/', e.g. /rpcgate/services/"
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 /// A service name: one etcd path segment.

@@ -29,10 +29,7 @@ pub fn main(args: RegisterArgs, log_level: Option<&str>) -> ExitCode {
         crate::backend::stop_signal().await;
         match registration.deregister().await {
             Ok(()) => tracing::info!(key = key.as_str(), "deregistered from etcd"),
-            Err(e) => tracing::warn!(
-                key = key.as_str(),
-                "could not deregister (the key goes when its lease ends): {e}"
-            ),
+            Err(e) => tracing::warn!(key = key.as_str(), "not deregistered: {e}"),
         }
         ExitCode::SUCCESS
     })

@@ -138,3 +138,35 @@ fn register_refuses_bad_arguments_naming_the_flag() {
         assert!(text(&output).contains(says), "{args:?}: {}", text(&output));
     }
 }
+
+#[tokio::test]
+async fn stopping_while_etcd_is_away_says_the_key_stays_until_its_lease_ends() {
+    if !etcd_or_skip("rpcgate register") {
+        return;
+    }
+    let mut etcd = Etcd::start().await;
+    let dir = scratch("register-away");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sidecar = Running::spawn(
+        &mut register(&etcd, "127.0.0.1:50051", "10s"),
+        dir.join("a.log"),
+    );
+    until_keys(
+        &etcd,
+        "/rpcgate/services/laptop/",
+        &["/rpcgate/services/laptop/127.0.0.1:50051"],
+    )
+    .await;
+    sidecar.until_said("registered in etcd").await;
+    etcd.kill();
+    sidecar.until_said("etcd registration interrupted").await;
+    sidecar.sigterm();
+    assert!(sidecar.exit().await.success(), "{}", sidecar.output());
+    let output = sidecar.output();
+    assert!(
+        output.contains("not deregistered: ")
+            && output.contains("the key goes when its lease ends"),
+        "{output}"
+    );
+    assert!(!output.contains("deregistered from etcd"), "{output}");
+}

@@ -270,21 +270,30 @@ impl Validator<'_> {
                 );
             }
         }
+        let mut ok = true;
         if servers.get_ref().is_empty() {
             self.key_err(
                 &servers.span(),
                 &k.key("etcd"),
                 "needs at least one etcd address, e.g. [\"127.0.0.1:2379\"]",
             );
-            return None;
+            ok = false;
         }
-        let mut ok = true;
         for (i, server) in servers.get_ref().iter().enumerate() {
-            if let Err(why) = check_host_port(server.get_ref()) {
+            let address = server.get_ref();
+            let why = match address.split_once("://") {
+                Some((scheme, rest)) => Some(format!(
+                    "give HOST:PORT without the {scheme}:// (etcdctl's URL form), e.g. {rest:?}"
+                )),
+                None => check_host_port(address)
+                    .err()
+                    .map(|why| why.replace(":50051", ":2379")),
+            };
+            if let Some(why) = why {
                 self.err(
                     &server.span(),
                     &k.key("etcd").index(i),
-                    format!("invalid etcd address {:?}: {why}", server.get_ref()),
+                    format!("invalid etcd address {address:?}: {why}"),
                 );
                 ok = false;
             }
@@ -309,7 +318,23 @@ impl Validator<'_> {
                 ok = false;
                 String::new()
             }
-            Some(p) => p.get_ref().clone(),
+            Some(p) => {
+                let prefix = p.get_ref();
+                if !prefix.starts_with('/') {
+                    self.warn(
+                        &p.span(),
+                        &k.key("prefix"),
+                        "does not start with '/', as the keys `rpcgate register` writes do (/rpcgate/services/NAME/ADDR)",
+                    );
+                } else if !prefix.ends_with('/') {
+                    self.warn(
+                        &p.span(),
+                        &k.key("prefix"),
+                        format!("matches every key that starts with it, {prefix}-v2/… too; end it with '/' to take one service's folder"),
+                    );
+                }
+                prefix.clone()
+            }
             None => format!("/rpcgate/services/{cluster}/"),
         };
         ok.then(|| {

@@ -29,7 +29,7 @@ use api::mvccpb::{KeyValue, event::EventType};
 use rpcgate_balance::EndpointSpec;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::Apply;
+use crate::{Apply, Report};
 
 /// The longest wait between two attempts to reach etcd.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -127,11 +127,34 @@ impl Known {
     }
 
     /// Hands the set to the balancer if it changed.
-    fn apply(&mut self, cluster: &str, apply: &Apply) {
+    fn apply(&mut self, source: &EtcdSource, cluster: &str, apply: &Apply, report: &Report) {
         let mut set: Vec<EndpointSpec> = self.keys.values().cloned().collect();
         set.sort_by(|a, b| a.address.cmp(&b.address));
+        let keys = set.len();
         set.dedup_by(|a, b| a.address == b.address);
         if self.applied.as_ref() != Some(&set) {
+            if set.len() < keys {
+                tracing::warn!(
+                    cluster,
+                    "{} etcd keys hold an address another key holds too: each address counts once, with the weight of one of them",
+                    keys - set.len()
+                );
+            }
+            if set.is_empty() {
+                let why = format!(
+                    "etcd ({}) has no endpoint under {}",
+                    source.servers.join(","),
+                    source.prefix
+                );
+                tracing::warn!(
+                    cluster,
+                    prefix = source.prefix.as_str(),
+                    "{why}: the cluster is empty until a backend registers there (is the prefix right?)"
+                );
+                report.set(why);
+            } else {
+                report.clear();
+            }
             tracing::info!(
                 cluster,
                 endpoints = set.len(),
@@ -144,25 +167,42 @@ impl Known {
 }
 
 /// Follows the prefix until the task is aborted.
-pub(crate) async fn follow(source: EtcdSource, cluster: Arc<str>, apply: Apply) {
+pub(crate) async fn follow(source: EtcdSource, cluster: Arc<str>, apply: Apply, report: Report) {
     let mut known = Known::default();
     let mut backoff = FIRST_BACKOFF;
     let mut last_error: Option<String> = None;
     loop {
         let mut progressed = false;
-        let error = session(&source, &cluster, &apply, &mut known, &mut progressed).await;
+        let error = session(
+            &source,
+            &cluster,
+            &apply,
+            &report,
+            &mut known,
+            &mut progressed,
+        )
+        .await;
         if progressed {
             backoff = FIRST_BACKOFF;
             last_error = None;
         }
+        if known.applied.as_ref().is_none_or(Vec::is_empty) {
+            report.set(format!("etcd not reached: {error}"));
+        }
         if last_error.as_ref() != Some(&error) {
-            let kept = known.applied.as_ref().map_or(0, Vec::len);
-            tracing::warn!(
-                cluster = &*cluster,
-                prefix = source.prefix.as_str(),
-                kept,
-                "etcd discovery interrupted, the last good set ({kept} endpoints) stays while it retries: {error}"
-            );
+            match known.applied.as_ref().map(Vec::len) {
+                Some(kept) => tracing::warn!(
+                    cluster = &*cluster,
+                    prefix = source.prefix.as_str(),
+                    kept,
+                    "etcd discovery interrupted, the last good set ({kept} endpoints) stays while it retries: {error}"
+                ),
+                None => tracing::warn!(
+                    cluster = &*cluster,
+                    prefix = source.prefix.as_str(),
+                    "etcd discovery has no set yet, the cluster stays empty while it retries: {error}"
+                ),
+            }
             last_error = Some(error);
         }
         tokio::time::sleep(backoff).await;
@@ -176,6 +216,7 @@ async fn session(
     source: &EtcdSource,
     cluster: &str,
     apply: &Apply,
+    report: &Report,
     known: &mut Known,
     progressed: &mut bool,
 ) -> String {
@@ -190,23 +231,19 @@ async fn session(
             None => match read(channel.clone(), cluster, prefix, known).await {
                 Ok(revision) => {
                     *progressed = true;
-                    known.apply(cluster, apply);
+                    known.apply(source, cluster, apply, report);
                     revision
                 }
                 Err(e) => return e,
             },
         };
-        match watch(
-            channel.clone(),
+        let watching = Watching {
+            source,
             cluster,
-            prefix,
-            revision,
             apply,
-            known,
-            progressed,
-        )
-        .await
-        {
+            report,
+        };
+        match watch(channel.clone(), &watching, revision, known, progressed).await {
             Ok(()) => continue, // history gone: read afresh on this connection
             Err(e) => return e,
         }
@@ -244,18 +281,25 @@ async fn read(
     Ok(revision)
 }
 
+/// What a watch applies its changes with.
+struct Watching<'a> {
+    source: &'a EtcdSource,
+    cluster: &'a str,
+    apply: &'a Apply,
+    report: &'a Report,
+}
+
 /// Watches from `revision + 1`, applying each change. `Ok` means etcd no longer has that
 /// history (compacted, or a new store): the caller reads afresh. `Err` says why the
 /// stream ended otherwise.
 async fn watch(
     channel: Channel,
-    cluster: &str,
-    prefix: &[u8],
+    watching: &Watching<'_>,
     revision: i64,
-    apply: &Apply,
     known: &mut Known,
     progressed: &mut bool,
 ) -> Result<(), String> {
+    let (cluster, prefix) = (watching.cluster, watching.source.prefix.as_bytes());
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: prefix.to_vec(),
@@ -306,7 +350,12 @@ async fn watch(
                 known.revision = None;
                 return Ok(());
             }
-            tracing::info!(cluster, from = revision + 1, "watching the etcd prefix");
+            tracing::info!(
+                cluster,
+                prefix = watching.source.prefix.as_str(),
+                from = revision + 1,
+                "watching the etcd prefix"
+            );
             continue;
         }
         for event in &response.events {
@@ -319,7 +368,7 @@ async fn watch(
             known.revision = Some(kv.mod_revision.max(known.revision.unwrap_or(0)));
         }
         if !response.fragment {
-            known.apply(cluster, apply);
+            known.apply(watching.source, cluster, watching.apply, watching.report);
         }
     }
 }

@@ -71,7 +71,8 @@ pub struct Registration {
     task: Option<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
     state: watch::Receiver<RegistrationState>,
-    /// The lease and the channel it was granted on, for a revoke from `Drop`.
+    /// The last lease granted and the channel it was granted on, for the revoke: kept
+    /// when the connection breaks, since the lease (and the key) may well outlive it.
     current: Arc<Mutex<Option<(Channel, i64)>>>,
 }
 
@@ -110,8 +111,9 @@ impl Registration {
         }
     }
 
-    /// Stops the keep-alives and revokes the lease, which deletes the key. An error means
-    /// etcd could not be told; the key then goes when its lease ends.
+    /// Stops the keep-alives and revokes the lease, which deletes the key. An error says
+    /// why not: etcd could not be told (the key then goes when its lease ends), or
+    /// nothing was ever registered.
     pub async fn deregister(mut self) -> Result<(), String> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -121,8 +123,10 @@ impl Registration {
         }
         let lease = self.current.lock().map(|mut c| c.take()).unwrap_or(None);
         match lease {
-            Some((channel, lease)) => revoke(channel, lease).await,
-            None => Ok(()),
+            Some((channel, lease)) => revoke(channel, lease)
+                .await
+                .map_err(|e| format!("{e}; the key goes when its lease ends (within the TTL)")),
+            None => Err("nothing was registered: etcd never answered".to_owned()),
         }
     }
 }
@@ -149,12 +153,22 @@ impl Drop for Registration {
 }
 
 /// Revokes `lease`, deleting every key attached to it.
+/// How long a revoke may take: a stopping process must not hang on a silent etcd.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn revoke(channel: Channel, lease: i64) -> Result<(), String> {
-    LeaseClient::new(channel)
-        .lease_revoke(LeaseRevokeRequest { id: lease })
-        .await
-        .map(|_| ())
-        .map_err(|s| format!("lease revoke failed: {}", status_text(&s)))
+    let revoked = tokio::time::timeout(
+        REVOKE_TIMEOUT,
+        LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id: lease }),
+    )
+    .await
+    .map_err(|_| format!("etcd did not answer the lease revoke within {REVOKE_TIMEOUT:?}"))?;
+    match revoked {
+        Ok(_) => Ok(()),
+        // Already gone (expired, or etcd lost it): so is the key.
+        Err(s) if s.message().contains("requested lease not found") => Ok(()),
+        Err(s) => Err(format!("lease revoke failed: {}", status_text(&s))),
+    }
 }
 
 /// Registers and keeps the lease alive until told to stop.
@@ -171,9 +185,6 @@ async fn keep(
             why = session(&spec, ttl, &state, &current, &mut backoff) => why,
             _ = &mut stop => return,
         };
-        if let Ok(mut c) = current.lock() {
-            *c = None;
-        }
         let changed = !matches!(&*state.borrow(), RegistrationState::Retrying(w) if *w == why);
         if changed {
             tracing::warn!(

@@ -135,7 +135,10 @@ fn describe_discovery(discovery: &rpcgate_config::Discovery) -> String {
             port,
             refresh,
             ..
-        } => format!("DNS {host}:{port} every {}", humantime::format_duration(*refresh)),
+        } => format!(
+            "DNS {host}:{port} every {}",
+            humantime::format_duration(*refresh)
+        ),
         rpcgate_config::Discovery::Etcd { servers, prefix } => {
             format!("etcd {} under {prefix}", servers.join(","))
         }

@@ -145,7 +145,7 @@ pub(crate) async fn run(
         let Some(mut pick) = target.pick(&tried) else {
             return Err(Verdict::new(Cause::NoEndpoint {
                 cluster: target.cluster.name.clone(),
-                discovery: target.cluster.discovery_kind(),
+                discovery: target.cluster.empty_reason(),
             }));
         };
         if connect_failed.contains(&pick.endpoint.id())
