@@ -145,28 +145,52 @@ async fn the_route_retry_policy_retries_unavailable_on_another_endpoint() {
 }
 
 #[tokio::test]
-async fn tls_to_the_backends_with_the_clusters_tls_table() {
+async fn tls_and_mutual_tls_to_the_backends_with_the_clusters_tls_table() {
     let pki = rpcgate_demo::pki::DevPki::generate(&["localhost".into()]).unwrap();
     let dir = TempDir::new("client-tls");
     let paths = pki.write_to(&dir.0, false).unwrap();
     let tls = rpcgate_demo::TlsServer::new(pki.server_cert_pem.clone(), pki.server_key_pem.clone());
-    let b1 = rpcgate_demo::spawn_backend_tls("tls1", tls).await.unwrap();
-    let toml = cluster_toml(
-        "secure",
-        &[b1.addr().to_string()],
-        &format!(
+    let b1 = rpcgate_demo::spawn_backend_tls("tls1", tls.clone())
+        .await
+        .unwrap();
+    // This one requires a client certificate of the same CA.
+    let b2 = rpcgate_demo::spawn_backend_tls("mtls2", tls.client_ca(pki.ca_cert_pem.clone()))
+        .await
+        .unwrap();
+    let tls_table = |backend: &rpcgate_demo::BackendHandle, identity: bool| {
+        let mut keys = format!(
             "protocol = \"h2\"\n[clusters.tls]\nca = {}\nserver_name = \"localhost\"",
             toml_path(&paths.ca_cert)
-        ),
-    );
-    let client = ClientBuilder::from_toml(&toml, "client.toml", "secure")
-        .unwrap()
-        .build()
-        .unwrap();
+        );
+        if identity {
+            keys.push_str(&format!(
+                "\ncert = {}\nkey = {}",
+                toml_path(&paths.client_cert),
+                toml_path(&paths.client_key)
+            ));
+        }
+        cluster_toml("secure", &[backend.addr().to_string()], &keys)
+    };
+    let client = |toml: String| {
+        ClientBuilder::from_toml(&toml, "client.toml", "secure")
+            .unwrap()
+            .build()
+            .unwrap()
+    };
     assert_eq!(
-        spread(&client, 3).await,
+        spread(&client(tls_table(&b1, false)), 3).await,
         HashMap::from([("tls1".into(), 3)])
     );
+    assert_eq!(
+        spread(&client(tls_table(&b2, true)), 3).await,
+        HashMap::from([("mtls2".into(), 3)])
+    );
+    // Without the client certificate the mutual-TLS backend refuses the handshake.
+    let status = GreeterClient::new(client(tls_table(&b2, false)))
+        .say_hello(hello("c"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
 
 #[tokio::test]

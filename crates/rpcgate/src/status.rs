@@ -152,6 +152,7 @@ pub fn render(status: &Value) -> String {
         let mut rows = vec![
             [
                 "ENDPOINT",
+                "WEIGHT",
                 "HEALTH",
                 "IN-FLIGHT",
                 "CALLS/S",
@@ -167,6 +168,7 @@ pub fn render(status: &Value) -> String {
         for endpoint in array(&cluster["endpoints"]) {
             rows.push([
                 text(&endpoint["address"]),
+                text(&endpoint["weight"]),
                 health(endpoint),
                 text(&endpoint["in_flight"]),
                 number(&endpoint["calls_per_s"]),
@@ -197,8 +199,8 @@ fn health(endpoint: &Value) -> String {
 }
 
 /// Left-aligned columns two spaces apart, indented by two.
-fn table(out: &mut String, rows: &[[String; 10]]) {
-    let widths: Vec<usize> = (0..10)
+fn table(out: &mut String, rows: &[[String; 11]]) {
+    let widths: Vec<usize> = (0..11)
         .map(|column| {
             rows.iter()
                 .map(|row| row[column].chars().count())
@@ -262,7 +264,7 @@ mod tests {
             "clusters": [{"name": "greeter", "lb": "round_robin", "circuit": "off",
                 "in_flight": 1, "calls_per_s": 12.5, "errors_per_s": 0.0, "p99_ms": 3.25,
                 "endpoints": [
-                    {"address": "127.0.0.1:50051", "healthy": true, "slow_start": null,
+                    {"address": "127.0.0.1:50051", "weight": 2, "healthy": true, "slow_start": null,
                      "in_flight": 1, "calls_per_s": 12.5, "errors_per_s": 0.0, "p99_ms": 3.25,
                      "ewma_ms": 1.5, "requests": 100, "failures": 0, "down_reason": null},
                     {"address": "127.0.0.1:50052", "healthy": false, "slow_start": null,
@@ -286,5 +288,6 @@ mod tests {
         );
         let up = text.lines().find(|l| l.contains("50051")).unwrap();
         assert!(up.contains(" up ") && up.contains("3.2ms"), "{up}");
+        assert!(up.starts_with("  127.0.0.1:50051  2 "), "{up}");
     }
 }
