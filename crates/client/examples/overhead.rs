@@ -63,7 +63,7 @@ async fn main() {
     };
     let calls: usize = flag(&args, "--calls")
         .and_then(|n| n.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(30_000);
     let rounds: usize = flag(&args, "--rounds")
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
