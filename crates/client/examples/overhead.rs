@@ -7,7 +7,7 @@
 //! `rpcgate backend` in another process.
 //!
 //! ```text
-//! cargo run --release -p rpcgate-client --example overhead -- --backend 127.0.0.1:50051 [--calls 20000] [--rounds 3]
+//! cargo run --release -p rpcgate-client --example overhead -- --backend 127.0.0.1:50051 [--calls 30000] [--rounds 3]
 //! ```
 
 use tokio::time::Instant;
