@@ -62,6 +62,8 @@ if ! cmp -s "$dashboard/package-lock.json" "$dashboard/node_modules/.rpcgate-loc
   cp "$dashboard/package-lock.json" "$dashboard/node_modules/.rpcgate-lock"
 fi
 export RPCGATE_REQUIRE_BROWSER=1
+# etcd-server was installed above: the etcd suites must run, not skip.
+export RPCGATE_REQUIRE_ETCD=1
 
 # 4. Rust: format, lints, tests.
 for component in rustfmt clippy; do
