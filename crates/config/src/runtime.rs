@@ -47,6 +47,9 @@ pub struct Server {
 pub struct Admin {
     /// The address of the admin HTTP server.
     pub address: SocketAddr,
+    /// `xds`: the admin address also serves Envoy's Aggregated Discovery Service to
+    /// proxyless gRPC clients (contract §9). Default: on.
+    pub xds: bool,
 }
 
 /// `[log]`: verbosity and the access log.

@@ -208,7 +208,13 @@ impl ProxyHandle {
         let (drained, drained_rx) = watch::channel(false);
         observer::spawn(&control.runtime, view.clone(), drained_rx.clone());
         let admin = match prepared.admin {
-            Some(socket) => Some(admin::serve(socket, view, &control.runtime, drained_rx)?),
+            Some(socket) => Some(admin::serve(
+                socket,
+                view,
+                &control.runtime,
+                drained_rx,
+                shutdown.subscribe(),
+            )?),
             None => None,
         };
         Ok(Self {

@@ -56,6 +56,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Whether the admin address serves xDS (`[admin]` with `xds` on, as at start).
+    pub(crate) fn serves_xds(&self) -> bool {
+        self.admin.as_ref().is_some_and(|a| a.xds)
+    }
+
     /// The state of a proxy that starts with `config`.
     pub(crate) fn new(
         config: &Config,

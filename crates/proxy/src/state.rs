@@ -55,6 +55,8 @@ pub(crate) type Generations = arc_swap::ArcSwap<Generation>;
 pub(crate) struct Generation {
     /// 1 for the first, +1 per swap (for logs, and later the admin API).
     pub(crate) number: u64,
+    /// The configuration it was built from (what xDS serves).
+    pub(crate) config: Arc<Config>,
     /// Listeners in file order, found by name.
     listeners: Vec<ListenerState>,
     /// Clusters in file order, found by name.
@@ -235,6 +237,7 @@ impl Generation {
         deferred.apply(runtime);
         Ok(Self {
             number: previous.map_or(1, |p| p.number + 1),
+            config: Arc::new(config.clone()),
             listeners,
             clusters,
             access_log,

@@ -71,6 +71,24 @@ pub enum Command {
     /// Keep a backend registered in etcd under a lease until stopped (SIGTERM or Ctrl-C),
     /// then deregister it; rpcgate's `discovery = { etcd = … }` finds it.
     Register(RegisterArgs),
+    /// Print the gRPC xDS bootstrap JSON for proxyless clients (GRPC_XDS_BOOTSTRAP)
+    /// pointing at an rpcgate's admin address; they dial xds:///LISTENER or xds:///CLUSTER.
+    Bootstrap(BootstrapArgs),
+}
+
+/// `rpcgate bootstrap` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Save it and point the client at it: \
+rpcgate bootstrap > xds.json; GRPC_XDS_BOOTSTRAP=xds.json your-client, dialing xds:///NAME \
+(NAME = an rpcgate listener: its routes; or a cluster: every call to it). The admin address \
+must be reachable from the clients; it serves xDS unless [admin] says xds = false.")]
+pub struct BootstrapArgs {
+    /// The rpcgate admin address the clients reach (`[admin] address`), HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:9901", value_parser = host_port)]
+    pub admin: String,
+    /// The node id the clients present (shown in rpcgate's log when they connect).
+    #[arg(long, default_value = "rpcgate-proxyless")]
+    pub node: String,
 }
 
 /// `rpcgate register` options.

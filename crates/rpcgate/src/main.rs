@@ -1,11 +1,12 @@
 //! The `rpcgate` binary: a gRPC-aware load balancer and reverse proxy.
 //!
 //! One file per command: [`run`], [`check`], [`demo`], [`backend`], [`certs`], [`status`],
-//! [`register`]. The command
+//! [`register`], [`bootstrap`]. The command
 //! line is contract §1; the configuration file is contract §2 (parsed by `rpcgate-config`);
 //! the § numbers are those of `docs/contract.md`.
 
 mod backend;
+mod bootstrap;
 mod certs;
 mod check;
 mod cli;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Certs(args) => certs::main(args),
         cli::Command::Status(args) => status::main(args),
         cli::Command::Register(args) => register::main(args, cli.log_level.as_deref()),
+        cli::Command::Bootstrap(args) => bootstrap::main(args),
     }
 }
 

@@ -32,18 +32,14 @@ impl Validator<'_> {
         }
     }
 
-    /// `[admin]`: its address; `xds = true` is refused until xDS is served.
+    /// `[admin]`: its address, and whether it serves xDS (on unless `xds = false`).
     pub(super) fn admin(&mut self, file: &FileConfig) -> Option<Admin> {
         file.admin.as_ref().and_then(|admin| {
             let key = KeyPath::root("admin");
-            if let Some(xds) = &admin.get_ref().xds
-                && *xds.get_ref()
-            {
-                self.not_implemented("admin.xds", &key.key("xds"), &xds.span());
-            }
+            let xds = admin.get_ref().xds.as_ref().is_none_or(|x| *x.get_ref());
             let address = &admin.get_ref().address;
             self.socket_addr(address, &key.key("address"))
-                .map(|address| Admin { address })
+                .map(|address| Admin { address, xds })
         })
     }
 

@@ -1,6 +1,7 @@
 //! The admin API on `admin.address` (contract §5): `/healthz`, `/ready`, `/metrics`,
 //! `/status` and the dashboard at `/`, over HTTP/1.1 and h2c on one port, and on the
-//! same port the gRPC services for thick clients: the look-aside API ([`lookaside`]).
+//! same port the gRPC services for thick and proxyless clients: the look-aside API
+//! ([`lookaside`]) and, unless `admin.xds = false`, xDS ([`xds`]).
 //! A request with a gRPC content type goes to the gRPC services, any other to the HTTP
 //! pages.
 //!
@@ -14,6 +15,7 @@ mod history;
 mod lookaside;
 mod metrics;
 mod status;
+mod xds;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ pub(crate) struct View {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) started: Instant,
     pub(crate) history: History,
+    /// The xDS server's counters.
+    pub(crate) xds: Arc<rpcgate_xds::AdsStats>,
 }
 
 impl View {
@@ -65,16 +69,20 @@ impl View {
             ready,
             started: Instant::now(),
             history: History::default(),
+            xds: Arc::default(),
         }
     }
 }
 
-/// Serves the admin API on `socket` until `shutdown`; returns the bound address.
+/// Serves the admin API on `socket` until `shutdown`; returns the bound address. xDS
+/// streams end earlier, when `draining` turns true, so proxyless clients move to another
+/// rpcgate while this one drains.
 pub(crate) fn serve(
     socket: std::net::TcpListener,
     view: Arc<View>,
     runtime: &Handle,
     mut shutdown: watch::Receiver<bool>,
+    draining: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
     let address = socket
         .local_addr()
@@ -83,11 +91,19 @@ pub(crate) fn serve(
     let listener = TcpListener::from_std(socket)
         .map_err(|source| StartError::AdminBind { address, source })?;
     tracing::info!(%address, "admin API listening: dashboard at http://{address}/");
-    let grpc = tonic::service::Routes::new(lookaside::pb::lookaside_server::LookasideServer::new(
-        lookaside::Lookaside {
+    let mut grpc = tonic::service::Routes::new(
+        lookaside::pb::lookaside_server::LookasideServer::new(lookaside::Lookaside {
             generations: view.generations.clone(),
-        },
-    ));
+        }),
+    );
+    if view.core.serves_xds() {
+        grpc = grpc.add_service(xds::start(
+            view.generations.clone(),
+            runtime,
+            draining,
+            view.xds.clone(),
+        ));
+    }
     runtime.spawn(async move {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {
