@@ -1,0 +1,224 @@
+//! xDS for proxyless gRPC clients, with gRPC C-core's own xDS client (Python grpcio): a
+//! client with the bootstrap `rpcgate bootstrap` prints and the target `xds:///NAME`
+//! balances over the cluster's endpoints itself (no proxy hop); a listener's routes send
+//! calls to their clusters; weights, ring hash, active health and reloads carry over.
+//! Each client is a process of its own (one xDS client per process in gRPC).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests fail loudly
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::files::TempDir;
+use common::interop::{repo_root, venv_python_or_skip};
+use common::{OneCluster, TestProxy, start_proxy};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The bootstrap for `proxy`, written to a file.
+fn bootstrap(proxy: &TestProxy, dir: &TempDir) -> PathBuf {
+    let json = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": proxy.admin().to_string(),
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": { "id": "xds-test", "locality": {} },
+    });
+    let path = dir.0.join("bootstrap.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// A running `tests/interop/xds_client.py`.
+struct XdsClient {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl XdsClient {
+    fn start(python: &std::path::Path, bootstrap: &std::path::Path, target: &str) -> Self {
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/interop/xds_client.py"))
+            .arg(target)
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            _child: child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends a command and reads its answer, bounded.
+    async fn ask(&mut self, command: &str) -> serde_json::Value {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line())
+                .await
+                .expect("the xDS client answers within 60 s")
+                .unwrap()
+                .expect("the xDS client is still running");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// `calls N [K=V…]`: who served them.
+    async fn served(&mut self, command: &str) -> HashMap<String, u64> {
+        let answer = self.ask(command).await;
+        assert_eq!(answer["errors"], serde_json::json!({}), "{answer}");
+        serde_json::from_value(answer["served"].clone()).unwrap()
+    }
+
+    /// `want B1,B2`: waits until exactly those serve.
+    async fn until_served_by(&mut self, want: &str) {
+        let answer = self.ask(&format!("want {want}")).await;
+        assert_eq!(
+            answer["ok"], true,
+            "never served by exactly {want}: {answer}"
+        );
+    }
+}
+
+/// The calls the proxy itself carried, over all clusters.
+async fn proxied(proxy: &TestProxy) -> u64 {
+    let status = proxy.status().await;
+    status["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["endpoints"].as_array().unwrap().iter())
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxyless_client_balances_a_cluster_itself_and_follows_reloads() {
+    let Some(python) = venv_python_or_skip("xDS") else {
+        return;
+    };
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let b3 = rpcgate_demo::spawn_backend("b3").await.unwrap();
+    let proxy = start_proxy(&OneCluster::backends(&[&b1, &b2]).admin().build());
+    let dir = TempDir::new("xds");
+    let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///main");
+
+    client.until_served_by("b1,b2").await;
+    let served = client.served("calls 40").await;
+    assert_eq!(served.values().sum::<u64>(), 40);
+    assert!(served["b1"] > 5 && served["b2"] > 5, "{served:?}");
+    // No proxy hop: the proxy carried none of it, and the backends saw the client itself.
+    assert_eq!(proxied(&proxy).await, 0);
+    let seen = b1.last_request().unwrap();
+    assert!(
+        seen.headers.get("x-forwarded-for").is_none(),
+        "{:?}",
+        seen.headers
+    );
+
+    // A reload adds b3 and removes b1: the client follows.
+    proxy.swap(&OneCluster::backends(&[&b2, &b3]).admin().build());
+    client.until_served_by("b2,b3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_routes_weights_ring_hash_and_active_health_carry_over() {
+    let Some(python) = venv_python_or_skip("xDS") else {
+        return;
+    };
+    let [b1, b2, b3, b4] = [
+        rpcgate_demo::spawn_backend("b1").await.unwrap(),
+        rpcgate_demo::spawn_backend("b2").await.unwrap(),
+        rpcgate_demo::spawn_backend("b3").await.unwrap(),
+        rpcgate_demo::spawn_backend("b4").await.unwrap(),
+    ];
+    // Calls with `x-route: blue` go to `blue` (b1 weight 1, b2 weight 3); others to
+    // `sticky` (ring hash on x-user over b3 and b4, actively health-checked).
+    let config = format!(
+        r#"[admin]
+address = "127.0.0.1:0"
+[log]
+access_log = "off"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[[listeners.routes]]
+match.headers = {{ "x-route" = "blue" }}
+cluster = "blue"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "sticky"
+[[clusters]]
+name = "blue"
+endpoints = ["{}", {{ address = "{}", weight = 3 }}]
+[[clusters]]
+name = "sticky"
+lb = "ring_hash"
+hash_key = "header:x-user"
+endpoints = ["{}", "{}"]
+active_health = {{ interval = "100ms", timeout = "100ms", unhealthy_threshold = 1, healthy_threshold = 1 }}
+"#,
+        b1.addr(),
+        b2.addr(),
+        b3.addr(),
+        b4.addr()
+    );
+    let proxy = start_proxy(&config);
+    let dir = TempDir::new("xds-routes");
+    let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///edge");
+
+    // Routes: blue by header, the rest to sticky.
+    let blue = client.served("calls 400 x-route=blue").await;
+    assert!(blue.keys().all(|k| k == "b1" || k == "b2"), "{blue:?}");
+    let ratio = blue["b2"] as f64 / blue["b1"] as f64;
+    assert!((2.0..4.5).contains(&ratio), "weights 1:3 came out {blue:?}");
+
+    // Ring hash: one user sticks to one backend.
+    for user in ["ann", "bob", "cid"] {
+        let sticky = client.served(&format!("calls 20 x-user={user}")).await;
+        assert_eq!(sticky.len(), 1, "{user} moved: {sticky:?}");
+        assert!(sticky.keys().all(|k| k == "b3" || k == "b4"), "{sticky:?}");
+    }
+
+    // Active health: b3 reports NOT_SERVING, then every user lands on b4; back, b3 serves
+    // again for some user.
+    b3.set_serving(false).await;
+    let mut moved = HashMap::new();
+    for _ in 0..100 {
+        moved = client.served("calls 30").await;
+        if moved.keys().all(|k| k == "b4") {
+            break;
+        }
+    }
+    assert!(moved.keys().all(|k| k == "b4"), "{moved:?}");
+    b3.set_serving(true).await;
+    let mut back = false;
+    for _ in 0..100 {
+        let mut seen = std::collections::HashSet::new();
+        for user in ["ann", "bob", "cid", "dan", "eve", "fay"] {
+            seen.extend(
+                client
+                    .served(&format!("calls 1 x-user={user}"))
+                    .await
+                    .into_keys(),
+            );
+        }
+        if seen.contains("b3") {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "b3 never came back");
+}
