@@ -128,6 +128,20 @@ async fn a_proxyless_client_balances_a_cluster_itself_and_follows_reloads() {
         seen.headers
     );
 
+    // The admin API counts the stream and what was sent.
+    assert_eq!(proxy.metric("rpcgate_xds_streams", &[]).await, Some(1.0));
+    assert!(
+        proxy
+            .metric("rpcgate_xds_responses_total", &[])
+            .await
+            .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        proxy.metric("rpcgate_xds_nacks_total", &[]).await,
+        Some(0.0)
+    );
+
     // A reload adds b3 and removes b1: the client follows.
     proxy.swap(&OneCluster::backends(&[&b2, &b3]).admin().build());
     client.until_served_by("b2,b3").await;

@@ -729,3 +729,31 @@ async fn demo_tls_runs_mutual_tls_on_both_sides() {
     }
     assert!(said.contains("6/6 succeeded"), "{said}");
 }
+
+/// `rpcgate bootstrap` prints gRPC's xDS bootstrap JSON naming the admin address and the
+/// node; a URL instead of HOST:PORT is refused.
+#[test]
+fn bootstrap_prints_the_xds_bootstrap() {
+    let output = rpcgate()
+        .args(["bootstrap", "--admin", "10.0.0.5:9901", "--node", "web-1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["xds_servers"][0]["server_uri"], "10.0.0.5:9901");
+    assert_eq!(
+        json["xds_servers"][0]["channel_creds"][0]["type"],
+        "insecure"
+    );
+    assert_eq!(json["node"]["id"], "web-1");
+    let output = rpcgate()
+        .args(["bootstrap", "--admin", "http://10.0.0.5:9901"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("without the http://"),
+        "{}",
+        text(&output)
+    );
+}

@@ -13,5 +13,5 @@ pub mod ads;
 pub mod resources;
 pub mod server;
 
-pub use resources::{EndpointView, Snapshot};
+pub use resources::{EndpointView, Resources, Snapshot};
 pub use server::{AdsServer, AdsService, AdsStats};

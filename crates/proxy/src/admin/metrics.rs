@@ -169,6 +169,31 @@ impl Collector for Scrape {
                 .map(|(labels, limit)| (labels.clone(), i64::from(limit.crowded()))),
         )?;
 
+        // xDS (zero without clients, or with `admin.xds = false`).
+        let no_labels: [(&str, String); 0] = [];
+        let xds = &self.0.xds;
+        gauges(
+            &mut out,
+            "xds_streams",
+            "ADS streams of proxyless gRPC clients open now.",
+            [(
+                no_labels.clone(),
+                i64::try_from(xds.streams.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            )],
+        )?;
+        counters(
+            &mut out,
+            "xds_responses",
+            "xDS responses sent to proxyless clients.",
+            [(no_labels.clone(), xds.responses.load(Ordering::Relaxed))],
+        )?;
+        counters(
+            &mut out,
+            "xds_nacks",
+            "xDS responses proxyless clients refused (NACK); each is logged at warn with the client's reason.",
+            [(no_labels, xds.nacks.load(Ordering::Relaxed))],
+        )?;
+
         // Endpoints.
         let mut upstream = Vec::new();
         let mut upstream_durations = Vec::new();
