@@ -111,7 +111,16 @@ async fn a_proxyless_client_balances_a_cluster_itself_and_follows_reloads() {
     let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
     let b3 = rpcgate_demo::spawn_backend("b3").await.unwrap();
-    let proxy = start_proxy(&OneCluster::backends(&[&b1, &b2]).admin().build());
+    // A hung endpoint: it accepts connections and never answers. Active health finds it
+    // out, so proxyless clients never call it.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health = "active_health = { interval = \"100ms\", timeout = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }";
+    let with_hung = format!(
+        "{}, \"{}\"",
+        common::endpoints(&[&b1, &b2]),
+        hung.local_addr().unwrap()
+    );
+    let proxy = start_proxy(&OneCluster::new(with_hung).cluster(health).admin().build());
     let dir = TempDir::new("xds");
     let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///main");
 
@@ -143,8 +152,82 @@ async fn a_proxyless_client_balances_a_cluster_itself_and_follows_reloads() {
     );
 
     // A reload adds b3 and removes b1: the client follows.
-    proxy.swap(&OneCluster::backends(&[&b2, &b3]).admin().build());
+    proxy.swap(
+        &OneCluster::backends(&[&b2, &b3])
+            .cluster(health)
+            .admin()
+            .build(),
+    );
     client.until_served_by("b2,b3").await;
+    drop(hung);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeouts_retries_and_a_reload_adding_a_route_carry_over() {
+    let Some(python) = venv_python_or_skip("xDS") else {
+        return;
+    };
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let routes = |extra: &str| {
+        format!(
+            r#"[admin]
+address = "127.0.0.1:0"
+[log]
+access_log = "off"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+{extra}
+[[listeners.routes]]
+match.service = "helloworld.Greeter"
+cluster = "main"
+timeout = "4s"
+retry = {{ max_attempts = 3, on = ["unavailable"], base_interval = "10ms" }}
+[[clusters]]
+name = "main"
+endpoints = ["{}"]
+[[clusters]]
+name = "red"
+endpoints = ["{}"]
+"#,
+            b1.addr(),
+            b2.addr()
+        )
+    };
+    let proxy = start_proxy(&routes(""));
+    let dir = TempDir::new("xds-policy");
+    let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///edge");
+    client.until_served_by("b1").await;
+
+    // The route's timeout: a call the backend holds for 8 s ends by the route's 4 s, well
+    // before the client's own 10 s. (gRPC C-core counts it from a clock it reads now and
+    // then, so it may end up to a second or so early: the bound is loose on that side.)
+    let slow = client.ask("calls 1 x-delay-ms=8000").await;
+    assert_eq!(
+        slow["errors"],
+        serde_json::json!({"DEADLINE_EXCEEDED": 1}),
+        "{slow}"
+    );
+    assert!(slow["ms"].as_u64().unwrap() < 6000, "{slow}");
+    // The route's retry: a call whose first two attempts fail UNAVAILABLE succeeds.
+    let flaky = client
+        .served("calls 5 x-fail-code=14 x-fail-attempts=2 x-request-id=@unique")
+        .await;
+    assert_eq!(flaky, HashMap::from([("b1".to_owned(), 5)]));
+
+    // A reload adds a route to another cluster: the running client takes it.
+    proxy.swap(&routes(
+        "[[listeners.routes]]\nmatch.headers = { \"x-route\" = \"red\" }\ncluster = \"red\"",
+    ));
+    let mut red = HashMap::new();
+    for _ in 0..100 {
+        red = client.served("calls 5 x-route=red").await;
+        if red.keys().all(|k| k == "b2") {
+            break;
+        }
+    }
+    assert_eq!(red, HashMap::from([("b2".to_owned(), 5)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,8 +241,8 @@ async fn a_listeners_routes_weights_ring_hash_and_active_health_carry_over() {
         rpcgate_demo::spawn_backend("b3").await.unwrap(),
         rpcgate_demo::spawn_backend("b4").await.unwrap(),
     ];
-    // Calls with `x-route: blue` go to `blue` (b1 weight 1, b2 weight 3); others to
-    // `sticky` (ring hash on x-user over b3 and b4, actively health-checked).
+    // Calls with `x-route: blue` go to `blue` (b1 weight 1, b2 weight 3); other Greeter
+    // calls to `sticky` (ring hash on x-user over b3 and b4, actively health-checked).
     let config = format!(
         r#"[admin]
 address = "127.0.0.1:0"
@@ -172,7 +255,7 @@ address = "127.0.0.1:0"
 match.headers = {{ "x-route" = "blue" }}
 cluster = "blue"
 [[listeners.routes]]
-match.path_prefix = "/"
+match.service = "helloworld.Greeter"
 cluster = "sticky"
 [[clusters]]
 name = "blue"

@@ -3,8 +3,9 @@
 xDS tests: it dials TARGET (xds:///NAME) with the bootstrap in $GRPC_XDS_BOOTSTRAP and
 takes commands on stdin, one per line, answering each with one JSON line on stdout:
 
-  calls N [KEY=VALUE ...]   N SayHello calls with that metadata:
-                            {"served": {BACKEND: n}, "errors": {CODE: n}}
+  calls N [KEY=VALUE ...]   N SayHello calls with that metadata (a VALUE of @unique is
+                            a fresh one per call, for x-request-id):
+                            {"served": {BACKEND: n}, "errors": {CODE: n}, "ms": slowest}
   want B1,B2 [SECONDS]      rounds of 20 calls until exactly those backends served a
                             round ("-" = a failed call): {"ok": bool, "served": {...}}
   quit
@@ -19,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 
 import grpc
 from grpc_tools import protoc
@@ -39,13 +41,17 @@ def stubs(out_dir):
 
 def calls(stub, messages, n, metadata):
     served, errors = collections.Counter(), collections.Counter()
+    slowest = 0.0
     for _ in range(n):
+        sent = [(k, uuid.uuid4().hex if v == "@unique" else v) for k, v in metadata]
+        started = time.monotonic()
         try:
-            _, call = stub.SayHello.with_call(messages.HelloRequest(name="xds"), timeout=10, metadata=metadata)
+            _, call = stub.SayHello.with_call(messages.HelloRequest(name="xds"), timeout=10, metadata=sent)
             served[dict(call.initial_metadata()).get("x-backend", "?")] += 1
         except grpc.RpcError as error:
             errors[error.code().name] += 1
-    return {"served": dict(served), "errors": dict(errors)}
+        slowest = max(slowest, (time.monotonic() - started) * 1000)
+    return {"served": dict(served), "errors": dict(errors), "ms": round(slowest)}
 
 
 def main():
