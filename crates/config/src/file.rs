@@ -53,7 +53,7 @@ pub struct ServerFile {
 pub struct AdminFile {
     /// Socket address of the admin HTTP server, e.g. `"127.0.0.1:9901"`.
     pub address: Spanned<String>,
-    /// Serve xDS (ADS) on the admin address; `true` is refused until xDS lands.
+    /// Serve xDS (ADS) on the admin address (default `true`).
     pub xds: Option<Spanned<bool>>,
 }
 

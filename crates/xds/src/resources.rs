@@ -12,12 +12,14 @@
 //!   circuit breaker's `max_requests`.
 //! - **EDS**: a ClusterLoadAssignment per cluster, every endpoint as an IP literal with
 //!   its `health_status` from rpcgate's view. gRPC's round robin ignores endpoint weights,
-//!   so each endpoint is a locality of its own with its weight as the locality weight
-//!   (`wrr_locality` honours those); for ring hash, one locality with endpoint weights.
+//!   so when weights differ each endpoint is a locality of its own with its weight as the
+//!   locality weight (`wrr_locality` honours those); otherwise, and for ring hash, one
+//!   locality with every endpoint.
 //!
-//! What gRPC cannot express is left out (see `docs/proxyless.md`): `match.authority`,
-//! `match.grpc = false` routes (never taken by a gRPC client), ACLs, rate limits, headers
-//! set on requests and responses, passive health and slow start.
+//! What gRPC cannot express is left out (see `docs/proxyless.md`): routes with
+//! `match.authority` or `match.grpc = false`, clusters that are not h2c (and the routes
+//! to them), ACLs, rate limits, headers set on requests and responses, passive health of
+//! the clients' own calls, and slow start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -128,7 +130,7 @@ pub fn build(snapshot: &Snapshot) -> Resources {
             .routes
             .iter()
             .filter_map(|r| {
-                let cluster = config.clusters.get(r.cluster)?;
+                let cluster = config.clusters.get(r.cluster).filter(|c| served(c))?;
                 xds_route(
                     &r.matcher,
                     &cluster.name,
@@ -140,7 +142,7 @@ pub fn build(snapshot: &Snapshot) -> Resources {
             .collect();
         listeners.insert(l.name.clone(), any(&api_listener(&l.name, routes)));
     }
-    for c in &config.clusters {
+    for c in config.clusters.iter().filter(|c| served(c)) {
         if listeners.contains_key(&c.name) {
             // A listener of the same name wins: its routes are what the file says.
             continue;
@@ -153,7 +155,7 @@ pub fn build(snapshot: &Snapshot) -> Resources {
     }
     let mut clusters = BTreeMap::new();
     let mut assignments = BTreeMap::new();
-    for c in &config.clusters {
+    for c in config.clusters.iter().filter(|c| served(c)) {
         clusters.insert(c.name.clone(), any(&xds_cluster(c)));
         let endpoints = snapshot
             .endpoints
@@ -171,6 +173,14 @@ pub fn build(snapshot: &Snapshot) -> Resources {
     by_type.insert(type_url::ENDPOINT, assignments);
     by_type.insert(type_url::ROUTE, BTreeMap::new());
     Resources { by_type }
+}
+
+/// Whether proxyless clients can call the cluster's backends as rpcgate does: h2c only.
+/// TLS backends (`protocol = "h2"`) would need the client's own certificates (xDS
+/// certificate providers, not served), and `http1` backends speak no gRPC; both are left
+/// out, with the routes to them, rather than served as plaintext that cannot work.
+fn served(cluster: &rpcgate_config::Cluster) -> bool {
+    cluster.protocol == rpcgate_config::UpstreamProtocol::H2c
 }
 
 /// A Listener for the target NAME: an HTTP connection manager with an inline route table
@@ -211,7 +221,9 @@ fn api_listener(name: &str, routes: Vec<route::Route>) -> listener::Listener {
 /// gRPC call (so the route is left out).
 fn path_specifier(m: &RouteMatch) -> Option<route::route_match::PathSpecifier> {
     use route::route_match::PathSpecifier;
-    if m.grpc == Some(false) {
+    // A gRPC client never sends a non-gRPC request, and picks no route by authority (its
+    // target picks the Listener): such routes cannot be expressed, so they are left out.
+    if m.grpc == Some(false) || m.authority.is_some() {
         return None;
     }
     let exact = m
@@ -290,7 +302,7 @@ fn xds_route(
             max_stream_duration: Some(duration(t)),
             ..Default::default()
         }),
-        retry_policy: retry.map(retry_policy),
+        retry_policy: retry.map(retry_policy).filter(|p| !p.retry_on.is_empty()),
         hash_policy,
         ..Default::default()
     };
@@ -443,8 +455,11 @@ fn lb_endpoint(e: &EndpointView, weight: Option<u32>) -> endpoint::LbEndpoint {
     }
 }
 
-/// A ClusterLoadAssignment: a locality per endpoint weighted as the endpoint (what gRPC's
-/// round robin honours), or for ring hash one locality with endpoint weights.
+/// A ClusterLoadAssignment. With weights that differ (and no ring hash), a locality per
+/// endpoint weighted as the endpoint, since gRPC's round robin ignores endpoint weights
+/// but `wrr_locality` honours locality weights; otherwise one locality with every
+/// endpoint (and its weight, which ring hash honours), so round robin and least request
+/// pick among all of them.
 fn load_assignment(
     name: &str,
     endpoints: &[EndpointView],
@@ -463,9 +478,10 @@ fn load_assignment(
             ..Default::default()
         }
     };
+    let equal = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
     let localities = if endpoints.is_empty() {
         Vec::new()
-    } else if ring {
+    } else if ring || equal {
         vec![locality(
             name.to_owned(),
             1,
@@ -484,5 +500,134 @@ fn load_assignment(
         cluster_name: name.to_owned(),
         endpoints: localities,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests fail loudly
+
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn snapshot(toml: &str, endpoints: &[(&str, &str, u32)]) -> Snapshot {
+        let mut by_cluster: BTreeMap<String, Vec<EndpointView>> = BTreeMap::new();
+        for (cluster, address, weight) in endpoints {
+            by_cluster
+                .entry((*cluster).to_owned())
+                .or_default()
+                .push(EndpointView {
+                    address: address.parse().unwrap(),
+                    weight: *weight,
+                    healthy: true,
+                });
+        }
+        Snapshot {
+            generation: 1,
+            config: Arc::new(rpcgate_config::parse(toml, "t.toml").unwrap()),
+            endpoints: by_cluster,
+        }
+    }
+
+    fn decode<M: Message + Default>(any: &Any) -> M {
+        M::decode(any.value.as_slice()).unwrap()
+    }
+
+    fn routes(resources: &Resources, listener: &str) -> Vec<route::Route> {
+        let l: listener::Listener = decode(&resources.of(type_url::LISTENER).unwrap()[listener]);
+        let manager: hcm::HttpConnectionManager =
+            decode(l.api_listener.unwrap().api_listener.as_ref().unwrap());
+        match manager.route_specifier.unwrap() {
+            hcm::http_connection_manager::RouteSpecifier::RouteConfig(c) => {
+                c.virtual_hosts[0].routes.clone()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const TWO: &str = r#"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+[[listeners.routes]]
+match.authority = "api.example.com"
+cluster = "a"
+[[listeners.routes]]
+match.service = "pkg.S"
+cluster = "b"
+[[listeners.routes]]
+match.path_prefix = "/"
+cluster = "a"
+retry = { on = ["not_found"] }
+[[clusters]]
+name = "a"
+endpoints = ["127.0.0.1:1", "127.0.0.1:2"]
+[[clusters]]
+name = "b"
+protocol = "http1"
+endpoints = ["127.0.0.1:3"]
+"#;
+
+    #[test]
+    fn routes_grpc_cannot_take_are_left_out_and_so_are_non_h2c_clusters() {
+        let r = build(&snapshot(
+            TWO,
+            &[("a", "127.0.0.1:1", 1), ("b", "127.0.0.1:3", 1)],
+        ));
+        let edge = routes(&r, "edge");
+        assert_eq!(
+            edge.len(),
+            1,
+            "the authority route and the http1 cluster's route go: {edge:#?}"
+        );
+        assert_eq!(
+            edge[0].r#match.as_ref().unwrap().path_specifier,
+            Some(route::route_match::PathSpecifier::Prefix("/".into()))
+        );
+        let route::route::Action::Route(action) = edge[0].action.clone().unwrap() else {
+            panic!()
+        };
+        assert!(action.retry_policy.is_none(), "no code gRPC retries on");
+        let clusters = r.of(type_url::CLUSTER).unwrap();
+        assert!(clusters.contains_key("a") && !clusters.contains_key("b"));
+    }
+
+    #[test]
+    fn weights_become_localities_only_when_they_differ() {
+        let toml = TWO;
+        let equal = build(&snapshot(
+            toml,
+            &[("a", "127.0.0.1:1", 2), ("a", "127.0.0.1:2", 2)],
+        ));
+        let cla: endpoint::ClusterLoadAssignment =
+            decode(&equal.of(type_url::ENDPOINT).unwrap()["a"]);
+        assert_eq!(cla.endpoints.len(), 1);
+        assert_eq!(cla.endpoints[0].lb_endpoints.len(), 2);
+        let unequal = build(&snapshot(
+            toml,
+            &[("a", "127.0.0.1:1", 1), ("a", "127.0.0.1:2", 3)],
+        ));
+        let cla: endpoint::ClusterLoadAssignment =
+            decode(&unequal.of(type_url::ENDPOINT).unwrap()["a"]);
+        let weights: Vec<u32> = cla
+            .endpoints
+            .iter()
+            .map(|l| l.load_balancing_weight.as_ref().unwrap().value)
+            .collect();
+        assert_eq!(weights, [1, 3]);
+        // Equal content, equal version; different content, different version.
+        assert_eq!(
+            equal.version(type_url::ENDPOINT),
+            build(&snapshot(
+                toml,
+                &[("a", "127.0.0.1:1", 2), ("a", "127.0.0.1:2", 2)]
+            ))
+            .version(type_url::ENDPOINT)
+        );
+        assert_ne!(
+            equal.version(type_url::ENDPOINT),
+            unequal.version(type_url::ENDPOINT)
+        );
     }
 }

@@ -90,6 +90,11 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable(
+                "rpcgate is draining: connect to another rpcgate",
+            ));
+        }
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let mut resources = self.resources.clone();
