@@ -163,13 +163,13 @@ async fn a_proxyless_client_balances_a_cluster_itself_and_follows_reloads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_timeouts_retries_and_a_reload_adding_a_route_carry_over() {
+async fn route_timeouts_retries_and_a_reload_adding_a_cluster_carry_over() {
     let Some(python) = venv_python_or_skip("xDS") else {
         return;
     };
     let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
     let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
-    let routes = |extra: &str| {
+    let routes = |extra_route: &str, extra_cluster: &str| {
         format!(
             r#"[admin]
 address = "127.0.0.1:0"
@@ -178,7 +178,7 @@ access_log = "off"
 [[listeners]]
 name = "edge"
 address = "127.0.0.1:0"
-{extra}
+{extra_route}
 [[listeners.routes]]
 match.service = "helloworld.Greeter"
 cluster = "main"
@@ -187,15 +187,12 @@ retry = {{ max_attempts = 3, on = ["unavailable"], base_interval = "10ms" }}
 [[clusters]]
 name = "main"
 endpoints = ["{}"]
-[[clusters]]
-name = "red"
-endpoints = ["{}"]
+{extra_cluster}
 "#,
-            b1.addr(),
-            b2.addr()
+            b1.addr()
         )
     };
-    let proxy = start_proxy(&routes(""));
+    let proxy = start_proxy(&routes("", ""));
     let dir = TempDir::new("xds-policy");
     let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///edge");
     client.until_served_by("b1").await;
@@ -216,9 +213,13 @@ endpoints = ["{}"]
         .await;
     assert_eq!(flaky, HashMap::from([("b1".to_owned(), 5)]));
 
-    // A reload adds a route to another cluster: the running client takes it.
+    // A reload adds a cluster and a route to it: the running client takes both.
     proxy.swap(&routes(
         "[[listeners.routes]]\nmatch.headers = { \"x-route\" = \"red\" }\ncluster = \"red\"",
+        &format!(
+            "[[clusters]]\nname = \"red\"\nendpoints = [\"{}\"]",
+            b2.addr()
+        ),
     ));
     let mut red = HashMap::new();
     for _ in 0..100 {
@@ -291,20 +292,34 @@ active_health = {{ interval = "100ms", timeout = "100ms", unhealthy_threshold = 
 
     // Active health: b3 reports NOT_SERVING, then every user lands on b4; back, b3 serves
     // again for some user.
+    // (Calls go on until the change shows: there is no event to wait on.)
+    let users = ["ann", "bob", "cid", "dan", "eve", "fay"];
     b3.set_serving(false).await;
-    let mut moved = HashMap::new();
-    for _ in 0..100 {
-        moved = client.served("calls 30").await;
-        if moved.keys().all(|k| k == "b4") {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut seen = std::collections::HashSet::new();
+        for user in users {
+            seen.extend(
+                client
+                    .served(&format!("calls 1 x-user={user}"))
+                    .await
+                    .into_keys(),
+            );
+        }
+        if !seen.contains("b3") {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b3 kept getting calls"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(moved.keys().all(|k| k == "b4"), "{moved:?}");
     b3.set_serving(true).await;
-    let mut back = false;
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
         let mut seen = std::collections::HashSet::new();
-        for user in ["ann", "bob", "cid", "dan", "eve", "fay"] {
+        for user in users {
             seen.extend(
                 client
                     .served(&format!("calls 1 x-user={user}"))
@@ -313,9 +328,36 @@ active_health = {{ interval = "100ms", timeout = "100ms", unhealthy_threshold = 
             );
         }
         if seen.contains("b3") {
-            back = true;
             break;
         }
+        assert!(tokio::time::Instant::now() < deadline, "b3 never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(back, "b3 never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_from_discovery_reaches_proxyless_clients() {
+    let Some(python) = venv_python_or_skip("xDS") else {
+        return;
+    };
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let b2 = rpcgate_demo::spawn_backend("b2").await.unwrap();
+    let dir = TempDir::new("xds-discovery");
+    let file = dir.0.join("endpoints.json");
+    std::fs::write(&file, format!("[\"{}\"]", b1.addr())).unwrap();
+    let config = OneCluster::new("").admin().build().replace(
+        "endpoints = []",
+        &format!(
+            "discovery = {{ file = {} }}",
+            common::files::toml_path(&file)
+        ),
+    );
+    let proxy = start_proxy(&config);
+    let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///main");
+    client.until_served_by("b1").await;
+    // The file changes (no reload): the client follows.
+    std::fs::write(&file, format!("[\"{}\", \"{}\"]", b1.addr(), b2.addr())).unwrap();
+    client.until_served_by("b1,b2").await;
+    std::fs::write(&file, format!("[\"{}\"]", b2.addr())).unwrap();
+    client.until_served_by("b2").await;
 }
