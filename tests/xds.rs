@@ -361,3 +361,35 @@ async fn membership_from_discovery_reaches_proxyless_clients() {
     std::fs::write(&file, format!("[\"{}\"]", b2.addr())).unwrap();
     client.until_served_by("b2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_marks_its_endpoints_unhealthy_for_proxyless_clients() {
+    let Some(python) = venv_python_or_skip("xDS") else {
+        return;
+    };
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let breaker = "passive_health = { max_fails = 0 }\ncircuit_breaker = { failure_ratio = 0.5, min_requests = 4, window = \"10s\", open_duration = \"2s\" }";
+    let proxy = start_proxy(
+        &OneCluster::backends(&[&b1])
+            .cluster(breaker)
+            .admin()
+            .build(),
+    );
+    let dir = TempDir::new("xds-breaker");
+    let mut client = XdsClient::start(&python, &bootstrap(&proxy, &dir), "xds:///main");
+    client.until_served_by("b1").await;
+    // Calls through rpcgate fail UNAVAILABLE until its breaker opens.
+    let mut greeter =
+        rpcgate_demo::pb::helloworld::greeter_client::GreeterClient::new(proxy.channel().await);
+    for _ in 0..4 {
+        let request =
+            common::with_meta(common::hello("f"), &[(rpcgate_demo::meta::FAIL_CODE, "14")]);
+        let _ = greeter.say_hello(request).await;
+    }
+    let status = greeter.say_hello(common::hello("f")).await.unwrap_err();
+    assert!(status.message().contains("circuit"), "{}", status.message());
+    // Proxyless calls fail too while it is open (every endpoint UNHEALTHY), and come back
+    // once its open period is over.
+    client.until_served_by("-").await;
+    client.until_served_by("b1").await;
+}
