@@ -393,3 +393,33 @@ async fn an_open_breaker_marks_its_endpoints_unhealthy_for_proxyless_clients() {
     client.until_served_by("-").await;
     client.until_served_by("b1").await;
 }
+
+#[tokio::test]
+async fn with_xds_off_an_ads_call_says_so() {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let b1 = rpcgate_demo::spawn_backend("b1").await.unwrap();
+    let config = OneCluster::backends(&[&b1])
+        .admin()
+        .build()
+        .replace("[admin]\n", "[admin]\nxds = false\n");
+    let proxy = start_proxy(&config);
+    let channel = common::connect(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.admin())).unwrap(),
+    )
+    .await;
+    let request = DiscoveryRequest {
+        type_url: "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
+        resource_names: vec!["edge".into()],
+        ..Default::default()
+    };
+    let status = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(futures_util::stream::iter([request]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        status.message(),
+        "xDS is off on this rpcgate ([admin] xds = false)"
+    );
+}

@@ -84,10 +84,10 @@ rpcgate bootstrap > xds.json; GRPC_XDS_BOOTSTRAP=xds.json your-client, dialing x
 must be reachable from the clients; it serves xDS unless [admin] says xds = false.")]
 pub struct BootstrapArgs {
     /// The rpcgate admin address the clients reach (`[admin] address`), HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:9901", value_parser = host_port)]
+    #[arg(long, default_value = "127.0.0.1:9901", value_parser = admin_address)]
     pub admin: String,
     /// The node id the clients present (shown in rpcgate's log when they connect).
-    #[arg(long, default_value = "rpcgate-proxyless")]
+    #[arg(long, default_value = "rpcgate-proxyless", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub node: String,
 }
 
@@ -121,11 +121,21 @@ pub struct RegisterArgs {
     pub prefix: String,
 }
 
-/// `HOST:PORT` with a port from 1 to 65535.
+/// An etcd address, `HOST:PORT`.
 fn host_port(value: &str) -> Result<String, String> {
+    host_port_like(value, "127.0.0.1:2379")
+}
+
+/// An rpcgate admin address, `HOST:PORT`.
+fn admin_address(value: &str) -> Result<String, String> {
+    host_port_like(value, "127.0.0.1:9901")
+}
+
+/// `HOST:PORT` with a port from 1 to 65535; `example` is the one the message shows.
+fn host_port_like(value: &str, example: &str) -> Result<String, String> {
     if let Some((scheme, rest)) = value.split_once("://") {
         return Err(format!(
-            "{value:?}: give HOST:PORT without the {scheme}:// (etcdctl's URL form), e.g. {rest}"
+            "{value:?}: give HOST:PORT without the {scheme}://, e.g. {rest}"
         ));
     }
     match value.rsplit_once(':') {
@@ -133,7 +143,7 @@ fn host_port(value: &str) -> Result<String, String> {
             Ok(value.to_owned())
         }
         _ => Err(format!(
-            "{value:?} is not HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:2379"
+            "{value:?} is not HOST:PORT with a port from 1 to 65535, e.g. {example}"
         )),
     }
 }

@@ -65,6 +65,35 @@ impl AdsService {
 /// The stream of responses of one ADS stream.
 type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Says once per stream and name that a client asked for a Listener or Cluster rpcgate
+/// does not have (a typo in `xds:///NAME`, or a cluster that is not h2c), naming what
+/// there is; the client itself only times out.
+fn warn_unknown(
+    node: &str,
+    request: &DiscoveryRequest,
+    resources: &Resources,
+    warned: &mut std::collections::BTreeSet<String>,
+) {
+    use crate::resources::type_url;
+    if request.type_url != type_url::LISTENER && request.type_url != type_url::CLUSTER {
+        return;
+    }
+    let Some(known) = resources.of(&request.type_url) else {
+        return;
+    };
+    for name in &request.resource_names {
+        if !known.contains_key(name) && warned.insert(format!("{}/{name}", request.type_url)) {
+            let names: Vec<&str> = known.keys().map(String::as_str).collect();
+            tracing::warn!(
+                node,
+                type_url = request.type_url.as_str(),
+                "xDS client asked for {name:?}, which rpcgate does not serve (a listener or an h2c cluster of that name): it has {}",
+                names.join(", ")
+            );
+        }
+    }
+}
+
 /// Counts a stream as open while it lives.
 struct Open(Arc<AdsStats>);
 
@@ -105,15 +134,18 @@ impl AggregatedDiscoveryService for AdsService {
             let _open = Open::new(stats.clone());
             let mut stream = AdsStream::new();
             let mut node = String::new();
+            let mut warned = std::collections::BTreeSet::new();
             loop {
                 let responses = tokio::select! {
                     message = inbound.message() => match message {
                         Ok(Some(request)) => {
                             if node.is_empty() && let Some(n) = &request.node {
                                 node = n.id.clone();
-                                tracing::info!(node = node.as_str(), peer = ?peer, "xDS client connected");
+                                let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+                                tracing::info!(node = node.as_str(), peer = peer.as_str(), "xDS client connected");
                             }
                             let current = resources.borrow_and_update().clone();
+                            warn_unknown(&node, &request, &current, &mut warned);
                             let outcome = stream.on_request(&request, &current);
                             if let Some(nack) = outcome.nack {
                                 stats.nacks.fetch_add(1, Ordering::Relaxed);

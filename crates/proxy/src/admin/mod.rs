@@ -111,19 +111,33 @@ pub(crate) fn serve(
                 accepted = listener.accept() => accepted,
                 _ = shutdown.changed() => return,
             };
-            let Ok((stream, _)) = accepted else {
+            let Ok((stream, peer)) = accepted else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             let view = view.clone();
             let builder = builder.clone();
             let grpc = grpc.clone();
+            // What tonic's `Request::remote_addr` reads (the xDS log names its clients).
+            let connection = tonic::transport::server::TcpConnectInfo {
+                local_addr: stream.local_addr().ok(),
+                remote_addr: Some(peer),
+            };
             tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
+                let service = service_fn(move |mut request: Request<Incoming>| {
                     let view = view.clone();
                     let mut grpc = grpc.clone();
+                    let connection = connection.clone();
                     async move {
                         if is_grpc(&request) {
+                            if !view.core.serves_xds() && request.uri().path().starts_with(ADS_PATH)
+                            {
+                                return Ok(tonic::Status::unimplemented(
+                                    "xDS is off on this rpcgate ([admin] xds = false)",
+                                )
+                                .into_http());
+                            }
+                            request.extensions_mut().insert(connection);
                             return tonic::codegen::Service::call(&mut grpc, request).await;
                         }
                         Ok::<_, Infallible>(
@@ -139,6 +153,9 @@ pub(crate) fn serve(
     });
     Ok(address)
 }
+
+/// The path prefix of Envoy's ADS service.
+const ADS_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
 
 /// Whether a request is a gRPC call (`content-type: application/grpc…`).
 fn is_grpc(request: &Request<Incoming>) -> bool {
