@@ -81,6 +81,29 @@ impl XdsClient {
         serde_json::from_value(answer["served"].clone()).unwrap()
     }
 
+    /// One call for each of six users (`x-user`) at a time until who served them passes
+    /// `done`, bounded by 20 s (`why` is the failure): for health changes, which show in
+    /// the calls only.
+    async fn until_users_served(
+        &mut self,
+        done: impl Fn(&std::collections::HashSet<String>) -> bool,
+        why: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut seen = std::collections::HashSet::new();
+            for user in ["ann", "bob", "cid", "dan", "eve", "fay"] {
+                let served = self.served(&format!("calls 1 x-user={user}")).await;
+                seen.extend(served.into_keys());
+            }
+            if done(&seen) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{why}: {seen:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// `want B1,B2`: waits until exactly those serve.
     async fn until_served_by(&mut self, want: &str) {
         let answer = self.ask(&format!("want {want}")).await;
@@ -293,46 +316,14 @@ active_health = {{ interval = "100ms", timeout = "100ms", unhealthy_threshold = 
     // Active health: b3 reports NOT_SERVING, then every user lands on b4; back, b3 serves
     // again for some user.
     // (Calls go on until the change shows: there is no event to wait on.)
-    let users = ["ann", "bob", "cid", "dan", "eve", "fay"];
     b3.set_serving(false).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let mut seen = std::collections::HashSet::new();
-        for user in users {
-            seen.extend(
-                client
-                    .served(&format!("calls 1 x-user={user}"))
-                    .await
-                    .into_keys(),
-            );
-        }
-        if !seen.contains("b3") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b3 kept getting calls"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    client
+        .until_users_served(|seen| !seen.contains("b3"), "b3 kept getting calls")
+        .await;
     b3.set_serving(true).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let mut seen = std::collections::HashSet::new();
-        for user in users {
-            seen.extend(
-                client
-                    .served(&format!("calls 1 x-user={user}"))
-                    .await
-                    .into_keys(),
-            );
-        }
-        if seen.contains("b3") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "b3 never came back");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    client
+        .until_users_served(|seen| seen.contains("b3"), "b3 never came back")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
