@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod file;
 pub mod lookaside;
 pub mod policy;
+mod reconnect;
 
 use std::sync::{Arc, Mutex};
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rpcgate_balance::EndpointSpec;
 
 use crate::etcd::{error_chain, status_text};
+use crate::reconnect::Reconnect;
 use crate::{Apply, Report};
 
 /// The generated API; the proto is `proto/rpcgate/lookaside/v1/lookaside.proto`.
@@ -16,9 +17,6 @@ use crate::{Apply, Report};
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/rpcgate.lookaside.v1.rs"));
 }
-
-/// The longest wait between two attempts to reach the admin address.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The endpoints a client should balance over: the healthy ones, or every one when none
 /// is healthy (better a call to a doubtful endpoint than none, as the proxy does).
@@ -40,8 +38,7 @@ pub fn usable(set: &pb::EndpointSet) -> Vec<EndpointSpec> {
 /// and retried, since a reload may add the cluster. `report` says why the set is empty.
 pub async fn follow(admin: String, cluster: String, apply: Apply, report: Report) {
     let name: Arc<str> = cluster.as_str().into();
-    let mut backoff = Duration::from_millis(100);
-    let mut last_error: Option<String> = None;
+    let mut reconnect = Reconnect::new();
     let mut last: Option<Vec<EndpointSpec>> = None;
     loop {
         let mut answered = false;
@@ -54,21 +51,16 @@ pub async fn follow(admin: String, cluster: String, apply: Apply, report: Report
             report.set(format!("the look-aside API at {admin}: {error}"));
         }
         if answered {
-            // The stream worked for a while: start the backoff over, and log the next
-            // error even if it is the same as before.
-            backoff = Duration::from_millis(100);
-            last_error = None;
+            reconnect.answered();
         }
-        if last_error.as_ref() != Some(&error) {
+        if reconnect.failed(&error) {
             tracing::warn!(
                 cluster = &*name,
                 admin = admin.as_str(),
                 "look-aside watch interrupted, the last set stays while it retries: {error}"
             );
-            last_error = Some(error);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(reconnect.next_wait()).await;
     }
 }
 

@@ -9,7 +9,7 @@
 //! missed; when etcd has compacted that history away (or the store is a new one, with an
 //! older revision), the prefix is read afresh instead. While etcd cannot be reached, the
 //! last good set stays (at start: none, and calls get UNAVAILABLE naming etcd); the source
-//! retries with a backoff up to [`MAX_BACKOFF`] and logs each distinct error once.
+//! retries with a backoff up to 2 s and logs each distinct error once (`reconnect`).
 //!
 //! The clients are generated from etcd's own protos (`api`, see `proto/README.md`) rather
 //! than taken from the `etcd-client` crate, whose build script needs `protoc`.
@@ -29,12 +29,9 @@ use api::mvccpb::{KeyValue, event::EventType};
 use rpcgate_balance::EndpointSpec;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::reconnect::Reconnect;
 use crate::{Apply, Report};
 
-/// The longest wait between two attempts to reach etcd.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// The first wait after a failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a connect to one etcd address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings on the etcd connection, so a silent etcd is noticed within this twice.
@@ -169,8 +166,7 @@ impl Known {
 /// Follows the prefix until the task is aborted.
 pub(crate) async fn follow(source: EtcdSource, cluster: Arc<str>, apply: Apply, report: Report) {
     let mut known = Known::default();
-    let mut backoff = FIRST_BACKOFF;
-    let mut last_error: Option<String> = None;
+    let mut reconnect = Reconnect::new();
     loop {
         let mut progressed = false;
         let error = session(
@@ -183,13 +179,12 @@ pub(crate) async fn follow(source: EtcdSource, cluster: Arc<str>, apply: Apply, 
         )
         .await;
         if progressed {
-            backoff = FIRST_BACKOFF;
-            last_error = None;
+            reconnect.answered();
         }
         if known.applied.as_ref().is_none_or(Vec::is_empty) {
             report.set(format!("etcd not reached: {error}"));
         }
-        if last_error.as_ref() != Some(&error) {
+        if reconnect.failed(&error) {
             match known.applied.as_ref().map(Vec::len) {
                 Some(kept) => tracing::warn!(
                     cluster = &*cluster,
@@ -203,10 +198,8 @@ pub(crate) async fn follow(source: EtcdSource, cluster: Arc<str>, apply: Apply, 
                     "etcd discovery has no set yet, the cluster stays empty while it retries: {error}"
                 ),
             }
-            last_error = Some(error);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(reconnect.next_wait()).await;
     }
 }
 

@@ -22,7 +22,8 @@ use super::api::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, kv_client::KvClient,
 };
 use super::naming::NamingValue;
-use super::{FIRST_BACKOFF, MAX_BACKOFF, connect, status_text};
+use super::{connect, status_text};
+use crate::reconnect::Reconnect;
 
 /// The shortest lease etcd grants reliably (its minimum TTL is about 1.5 × its election
 /// timeout, 1.5 s by default).
@@ -179,10 +180,10 @@ async fn keep(
     current: Arc<Mutex<Option<(Channel, i64)>>>,
 ) {
     let ttl = spec.ttl.max(MIN_TTL);
-    let mut backoff = FIRST_BACKOFF;
+    let mut reconnect = Reconnect::new();
     loop {
         let why = tokio::select! {
-            why = session(&spec, ttl, &state, &current, &mut backoff) => why,
+            why = session(&spec, ttl, &state, &current, &mut reconnect) => why,
             _ = &mut stop => return,
         };
         let changed = !matches!(&*state.borrow(), RegistrationState::Retrying(w) if *w == why);
@@ -194,10 +195,9 @@ async fn keep(
             state.send_replace(RegistrationState::Retrying(why));
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(reconnect.next_wait()) => {}
             _ = &mut stop => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -207,7 +207,7 @@ async fn session(
     ttl: Duration,
     state: &watch::Sender<RegistrationState>,
     current: &Mutex<Option<(Channel, i64)>>,
-    backoff: &mut Duration,
+    reconnect: &mut Reconnect,
 ) -> String {
     let channel = match connect(&spec.servers).await {
         Ok(channel) => channel,
@@ -239,7 +239,7 @@ async fn session(
     if let Err(s) = KvClient::new(channel.clone()).put(put).await {
         return format!("put failed: {}", status_text(&s));
     }
-    *backoff = FIRST_BACKOFF;
+    reconnect.answered();
     tracing::info!(
         key = spec.key.as_str(),
         lease,
